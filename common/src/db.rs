@@ -1,0 +1,48 @@
+//! PostgreSQL: the embedded migrations, and a pool to a database that is created and
+//! migrated when it is missing, so every binary can start on a fresh server.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::{MigrateDatabase, MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The schema, from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Why the database could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Connecting, or creating the database, failed.
+    #[error("database unavailable: {0}")]
+    Connect(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] MigrateError),
+}
+
+/// Creates the database when missing, connects a pool of `max_connections`, and
+/// applies pending migrations (concurrent starters serialise on sqlx's migration lock).
+pub async fn connect_and_migrate(
+    url: &SecretString,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
+    let url = url.expose_secret();
+    if !Postgres::database_exists(url).await? {
+        if let Err(err) = Postgres::create_database(url).await {
+            // Another process may have created it between the check and now.
+            if !Postgres::database_exists(url).await? {
+                return Err(err.into());
+            }
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(PgConnectOptions::from_str(url)?)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}

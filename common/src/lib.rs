@@ -1,0 +1,14 @@
+//! Types and plumbing shared by ingest, consumer, the CLI and the tests: the signal and
+//! its queue message, configuration, the database, the AMQP topology, logging.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod logs;
+pub mod message;
+pub mod retry;
+pub mod runtime_config;
+pub mod shutdown;
+pub mod signal;
+pub mod signing;
+pub mod telemetry;

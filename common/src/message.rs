@@ -1,0 +1,165 @@
+//! The queue's wire type: a versioned, signed envelope around a validated signal.
+//!
+//! The body is JSON; header `x-hoox-signature` is the HMAC-SHA256 of the exact body
+//! bytes under `HOOX_INTERNAL_KEY`, so a consumer never executes a message that did not
+//! come from an ingest holding the same key.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::signal::Signal;
+use crate::signing::{hmac_sha256_hex, verify_hmac_sha256_hex};
+
+/// The version this build writes and reads.
+pub const MESSAGE_VERSION: u32 = 1;
+/// Header carrying the body's signature.
+pub const HEADER_SIGNATURE: &str = "x-hoox-signature";
+/// Header carrying the request id (also the AMQP `message_id`).
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+/// Dead-letter header: a stable reason code.
+pub const HEADER_REASON: &str = "x-hoox-reason";
+/// Dead-letter header: the last error, for people.
+pub const HEADER_ERROR: &str = "x-hoox-error";
+/// Dead-letter header: attempts made, the first one included.
+pub const HEADER_ATTEMPTS: &str = "x-hoox-attempts";
+
+/// A signal on its way to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMessage {
+    /// Wire format version, [`MESSAGE_VERSION`].
+    pub version: u32,
+    /// The id ingest gave the signal; it names the signal everywhere.
+    pub request_id: Uuid,
+    /// When ingest accepted the webhook.
+    pub received_at: DateTime<Utc>,
+    /// The validated signal.
+    pub signal: Signal,
+    /// Earlier attempts, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One earlier attempt at executing a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// When the attempt ended.
+    pub at: DateTime<Utc>,
+    /// Which exchange it went to.
+    pub exchange: String,
+    /// The exchange's own error code, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Why a delivery could not be turned into a [`QueueMessage`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// No signature header, or one that does not match the body.
+    #[error("message signature is missing or does not match its body")]
+    Unverified,
+    /// Signed, but not a message this build understands.
+    #[error("message is not a valid hoox message: {0}")]
+    Invalid(String),
+}
+
+impl QueueMessage {
+    /// A first-attempt message for a freshly accepted signal.
+    pub fn new(request_id: Uuid, received_at: DateTime<Utc>, signal: Signal) -> Self {
+        Self {
+            version: MESSAGE_VERSION,
+            request_id,
+            received_at,
+            signal,
+            history: Vec::new(),
+        }
+    }
+
+    /// The JSON body and its signature.
+    pub fn encode(&self, key: &SecretString) -> (Vec<u8>, String) {
+        let body = serde_json::to_vec(self).expect("a QueueMessage always serialises");
+        let signature = hmac_sha256_hex(key.expose_secret().as_bytes(), &body);
+        (body, signature)
+    }
+
+    /// Verifies `signature` over `body`, then parses it. Verification comes first: an
+    /// unsigned body is never even parsed.
+    pub fn decode(
+        body: &[u8],
+        signature: Option<&str>,
+        key: &SecretString,
+    ) -> Result<Self, DecodeError> {
+        let verified = signature.is_some_and(|sig| {
+            verify_hmac_sha256_hex(key.expose_secret().as_bytes(), body, sig)
+        });
+        if !verified {
+            return Err(DecodeError::Unverified);
+        }
+        let message: Self =
+            serde_json::from_slice(body).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        if message.version != MESSAGE_VERSION {
+            return Err(DecodeError::Invalid(format!(
+                "unsupported version {} (this build reads {MESSAGE_VERSION})",
+                message.version
+            )));
+        }
+        Ok(message)
+    }
+
+    /// Attempts made so far: the earlier ones plus the one under way.
+    pub fn attempt(&self) -> u32 {
+        u32::try_from(self.history.len()).map_or(u32::MAX, |n| n.saturating_add(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::WebhookSignal;
+
+    fn message() -> QueueMessage {
+        let body = serde_json::json!({"action": "LONG", "symbol": "BTCUSDT", "quantity": 0.005});
+        let signal = WebhookSignal::from_json(body.as_object().unwrap()).unwrap().signal;
+        QueueMessage::new(Uuid::new_v4(), Utc::now(), signal)
+    }
+
+    fn key(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn a_signed_message_decodes_to_itself() {
+        let msg = message();
+        let (body, sig) = msg.encode(&key("k"));
+        assert_eq!(QueueMessage::decode(&body, Some(&sig), &key("k")).unwrap(), msg);
+        assert_eq!(msg.attempt(), 1);
+    }
+
+    #[test]
+    fn forged_or_unsigned_messages_are_unverified() {
+        let (body, sig) = message().encode(&key("k"));
+        let forged_key = QueueMessage::decode(&body, Some(&sig), &key("other"));
+        assert!(matches!(forged_key, Err(DecodeError::Unverified)));
+        assert!(matches!(QueueMessage::decode(&body, None, &key("k")), Err(DecodeError::Unverified)));
+        let mut tampered = body.clone();
+        let pos = tampered.iter().position(|&b| b == b'5').unwrap();
+        tampered[pos] = b'9';
+        let tampered = QueueMessage::decode(&tampered, Some(&sig), &key("k"));
+        assert!(matches!(tampered, Err(DecodeError::Unverified)));
+    }
+
+    #[test]
+    fn signed_garbage_is_invalid() {
+        let body = br#"{"version": 2}"#;
+        let sig = hmac_sha256_hex(b"k", body);
+        assert!(matches!(
+            QueueMessage::decode(body, Some(&sig), &key("k")),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+}

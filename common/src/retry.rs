@@ -1,0 +1,99 @@
+//! The retry schedule, in one place: how long a retryable failure waits before its
+//! next attempt, and when attempts run out.
+
+use std::time::Duration;
+
+/// Exponential backoff: the wait after attempt `n` is `base·2^(n-1)`, capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait after the first attempt.
+    pub base: Duration,
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    /// Longest wait between two attempts.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after attempt `attempt` (1-based) failed; `None` when it was the last.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        if attempt == 0 || attempt >= self.max_attempts {
+            return None;
+        }
+        let factor = 1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX);
+        Some(self.base.saturating_mul(factor).min(self.max_delay))
+    }
+
+    /// Every distinct wait the schedule can produce, shortest first: one delay tier each.
+    pub fn tiers(&self) -> Vec<Duration> {
+        let mut tiers: Vec<Duration> = (1..self.max_attempts)
+            .filter_map(|n| self.delay_after(n))
+            .collect();
+        tiers.dedup();
+        tiers
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(30_000),
+            max_attempts: 5,
+            max_delay: Duration::from_millis(480_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn default_schedule_doubles_from_thirty_seconds() {
+        let policy = RetryPolicy::default();
+        let delays: Vec<_> = (1..=5).map(|n| policy.delay_after(n)).collect();
+        assert_eq!(
+            delays,
+            vec![Some(secs(30)), Some(secs(60)), Some(secs(120)), Some(secs(240)), None]
+        );
+        assert_eq!(policy.tiers(), vec![secs(30), secs(60), secs(120), secs(240)]);
+    }
+
+    #[test]
+    fn delays_are_capped_and_tiers_deduplicated() {
+        let policy = RetryPolicy {
+            base: secs(30),
+            max_attempts: 10,
+            max_delay: secs(100),
+        };
+        assert_eq!(policy.delay_after(3), Some(secs(100)));
+        assert_eq!(policy.delay_after(9), Some(secs(100)));
+        assert_eq!(policy.delay_after(10), None);
+        assert_eq!(policy.tiers(), vec![secs(30), secs(60), secs(100)]);
+    }
+
+    #[test]
+    fn huge_attempt_numbers_do_not_overflow() {
+        let policy = RetryPolicy {
+            base: secs(30),
+            max_attempts: u32::MAX,
+            max_delay: secs(480),
+        };
+        assert_eq!(policy.delay_after(40), Some(secs(480)));
+        assert_eq!(policy.delay_after(0), None);
+    }
+
+    #[test]
+    fn a_single_attempt_never_retries() {
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.delay_after(1), None);
+        assert!(policy.tiers().is_empty());
+    }
+}

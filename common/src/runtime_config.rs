@@ -1,0 +1,229 @@
+//! The operator's settings from the `config` table (kill switch, routing, webhook key),
+//! cached in memory and refreshed the moment they change: the table's trigger NOTIFYs
+//! `hoox_config`, and a periodic re-read covers notifications lost while the listening
+//! connection was down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::signal::{ExchangeName, Symbol};
+
+/// `trade:kill_switch`: `true` stops all trading.
+pub const KILL_SWITCH: &str = "trade:kill_switch";
+/// `webhooks:api_key`: overrides `HOOX_WEBHOOK_API_KEY`; stored as `sha256:<hex>`.
+pub const WEBHOOK_API_KEY: &str = "webhooks:api_key";
+/// `exchanges:default_routing`: where signals without an exchange go.
+pub const DEFAULT_ROUTING: &str = "exchanges:default_routing";
+/// `paper:latency_ms`: simulated round trip of the paper exchange.
+pub const PAPER_LATENCY_MS: &str = "paper:latency_ms";
+/// The notification channel of the `config` table.
+pub const CHANNEL: &str = "hoox_config";
+/// The prefix that marks a stored key as a SHA-256 digest rather than the key itself.
+pub const SHA256_PREFIX: &str = "sha256:";
+
+/// How often the table is re-read even without a notification.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// `exchanges:routing:<SYMBOL>`: a per-symbol routing override.
+pub fn routing_key(symbol: &Symbol) -> String {
+    format!("exchanges:routing:{symbol}")
+}
+
+/// `paper:price:<SYMBOL>`: the paper exchange's market price for a symbol.
+pub fn paper_price_key(symbol: &Symbol) -> String {
+    format!("paper:price:{symbol}")
+}
+
+/// Whether a config value turns a switch on (`true`, `on`, `1`, `yes`).
+pub fn is_on(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "on" | "1" | "yes"
+    )
+}
+
+/// The stored form of a webhook key: `sha256:<hex>`, so the table never holds it.
+pub fn hash_secret(secret: &str) -> String {
+    format!("{SHA256_PREFIX}{}", hex::encode(Sha256::digest(secret.as_bytes())))
+}
+
+/// Compares a presented secret with an expected one (plain or `sha256:<hex>`) in
+/// constant time: both sides are hashed first, so neither length nor content leaks.
+pub fn secret_matches(presented: &str, expected: &str) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = match expected.strip_prefix(SHA256_PREFIX) {
+        Some(hex_digest) => match hex::decode(hex_digest) {
+            Ok(bytes) if bytes.len() == 32 => bytes,
+            _ => return false,
+        },
+        None => Sha256::digest(expected.as_bytes()).to_vec(),
+    };
+    presented.as_slice().ct_eq(&expected).into()
+}
+
+/// A snapshot of the `config` table.
+pub type Snapshot = Arc<HashMap<String, String>>;
+
+/// The live view of the `config` table.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    current: watch::Receiver<Snapshot>,
+}
+
+impl RuntimeConfig {
+    /// Loads the table and keeps the copy fresh until `token` is cancelled.
+    pub async fn start(pool: PgPool, token: CancellationToken) -> Result<Self, sqlx::Error> {
+        let (tx, rx) = watch::channel(Arc::new(load(&pool).await?));
+        tokio::spawn(refresh(pool, tx, token));
+        Ok(Self { current: rx })
+    }
+
+    /// A fixed view, for tests and one-shot tools.
+    pub fn fixed(values: HashMap<String, String>) -> Self {
+        let (_tx, rx) = watch::channel(Arc::new(values));
+        Self { current: rx }
+    }
+
+    /// The current value of `key`.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.current.borrow().get(key).cloned()
+    }
+
+    /// Whether the kill switch is on.
+    pub fn kill_switch(&self) -> bool {
+        self.get(KILL_SWITCH).is_some_and(|v| is_on(&v))
+    }
+
+    /// The exchange for signals without one: the symbol's override, else the default
+    /// route, else `paper`. A value that names no exchange is an error naming the key.
+    pub fn route(&self, symbol: &Symbol) -> Result<ExchangeName, String> {
+        let snapshot = self.current.borrow();
+        let routing_key = routing_key(symbol);
+        let (key, value) = match snapshot.get(&routing_key) {
+            Some(value) => (routing_key.as_str(), value),
+            None => match snapshot.get(DEFAULT_ROUTING) {
+                Some(value) => (DEFAULT_ROUTING, value),
+                None => return Ok(ExchangeName::Paper),
+            },
+        };
+        value.parse().map_err(|e| format!("config {key}: {e}"))
+    }
+
+    /// Waits until `predicate` holds for the current snapshot.
+    pub async fn wait_until(&self, predicate: impl Fn(&HashMap<String, String>) -> bool) {
+        let mut rx = self.current.clone();
+        // An error means the refresher stopped: the snapshot can no longer change.
+        let _ = rx.wait_for(|snapshot| predicate(snapshot)).await;
+    }
+}
+
+async fn load(pool: &PgPool) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM config")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn refresh(pool: PgPool, tx: watch::Sender<Snapshot>, token: CancellationToken) {
+    let reload = |tx: &watch::Sender<Snapshot>, values: HashMap<String, String>| {
+        tx.send_if_modified(|current| {
+            let changed = **current != values;
+            if changed {
+                *current = Arc::new(values);
+            }
+            changed
+        });
+    };
+    let mut backoff = Duration::from_millis(100);
+    while !token.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error = %err, "config listener cannot connect; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %err, "config listener cannot LISTEN; retrying");
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        // Changes made before LISTEN took effect are read here.
+        if let Ok(values) = load(&pool).await {
+            reload(&tx, values);
+        }
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                notification = listener.try_recv() => match notification {
+                    Ok(Some(_)) => {}
+                    // `None`: the connection dropped; notifications may have been lost.
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "config listener failed; reconnecting");
+                        break;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            match load(&pool).await {
+                Ok(values) => reload(&tx, values),
+                Err(err) => tracing::warn!(error = %err, "cannot re-read config; keeping the last copy"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_plain_or_hashed_and_nothing_else() {
+        assert!(secret_matches("s3cret", "s3cret"));
+        assert!(secret_matches("s3cret", &hash_secret("s3cret")));
+        assert!(!secret_matches("s3cret", "s3cret "));
+        assert!(!secret_matches("", "s3cret"));
+        assert!(!secret_matches("s3cret", &hash_secret("other")));
+        assert!(!secret_matches("s3cret", "sha256:zz"));
+    }
+
+    #[test]
+    fn routing_prefers_symbol_override_then_default_then_paper() {
+        let btc = Symbol::parse("BTCUSDT").unwrap();
+        let eth = Symbol::parse("ETHUSDT").unwrap();
+        assert_eq!(RuntimeConfig::fixed(HashMap::new()).route(&btc), Ok(ExchangeName::Paper));
+        let config = RuntimeConfig::fixed(HashMap::from([
+            (DEFAULT_ROUTING.to_owned(), "bybit".to_owned()),
+            (routing_key(&eth), "Binance".to_owned()),
+        ]));
+        assert_eq!(config.route(&btc), Ok(ExchangeName::Bybit));
+        assert_eq!(config.route(&eth), Ok(ExchangeName::Binance));
+        let broken = RuntimeConfig::fixed(HashMap::from([(routing_key(&btc), "kraken".to_owned())]));
+        assert!(broken.route(&btc).unwrap_err().contains("exchanges:routing:BTCUSDT"));
+    }
+
+    #[test]
+    fn switch_values() {
+        for on in ["true", "ON", "1", "yes"] {
+            assert!(is_on(on));
+        }
+        for off in ["false", "off", "0", "", "nope"] {
+            assert!(!is_on(off));
+        }
+    }
+}
