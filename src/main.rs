@@ -1,1 +1,17 @@
-fn main() {}
+//! `hoox`: the operator CLI.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = hoox::Cli::parse();
+    hoox_common::telemetry::init(cli.log.log_format);
+    match hoox::commands::dispatch(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

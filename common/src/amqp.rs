@@ -68,7 +68,10 @@ impl Topology {
         // Main queue: what the broker itself gives up on (poison) goes to the DLQ,
         // at-least-once so dead-lettering cannot lose it.
         let mut main_args = dead_lettering_to(&dlq);
-        main_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        main_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
         declare(channel, &self.queue, main_args).await?;
 
         // Delay tiers: nobody consumes them; a message waits out the TTL and the broker
@@ -78,7 +81,10 @@ impl Topology {
             let mut args = dead_lettering_to(&self.queue);
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
             declare(channel, &self.retry_queue(delay), args).await?;
         }
         Ok(())

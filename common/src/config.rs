@@ -16,6 +16,7 @@ use secrecy::SecretString;
 
 use crate::amqp::Topology;
 use crate::retry::RetryPolicy;
+use crate::telemetry::LogArgs;
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hoox";
@@ -35,7 +36,7 @@ pub fn parse_secret(value: &str) -> Result<SecretString, String> {
 /// Where PostgreSQL is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL. The database is created and migrated when missing.
+    /// PostgreSQL URL; the database is created and migrated when missing [default: postgres://postgres@127.0.0.1:5432/hoox]
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -123,4 +124,20 @@ fn parse_queue_name(value: &str) -> Result<String, String> {
         return Err("may hold only letters, digits, `-`, `_`, `.` and `:`".to_owned());
     }
     Ok(value.to_owned())
+}
+
+/// The settings every service shares: database, broker, signing key, logging.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+
+    #[command(flatten)]
+    pub internal_key: InternalKeyArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }

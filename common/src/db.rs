@@ -46,3 +46,29 @@ pub async fn connect_and_migrate(
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
+
+/// [`connect_and_migrate`], retried with backoff until it succeeds or `token` is
+/// cancelled (`None`): a service started before its database waits for it.
+pub async fn connect_with_retry(
+    url: &SecretString,
+    max_connections: u32,
+    token: &tokio_util::sync::CancellationToken,
+) -> Option<PgPool> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect_and_migrate(url, max_connections).await {
+            Ok(pool) => return Some(pool),
+            Err(DbError::Migrate(err)) => {
+                tracing::error!(error = %err, "database migration failed; retrying");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable; retrying")
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

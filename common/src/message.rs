@@ -94,9 +94,8 @@ impl QueueMessage {
         signature: Option<&str>,
         key: &SecretString,
     ) -> Result<Self, DecodeError> {
-        let verified = signature.is_some_and(|sig| {
-            verify_hmac_sha256_hex(key.expose_secret().as_bytes(), body, sig)
-        });
+        let verified = signature
+            .is_some_and(|sig| verify_hmac_sha256_hex(key.expose_secret().as_bytes(), body, sig));
         if !verified {
             return Err(DecodeError::Unverified);
         }
@@ -124,7 +123,9 @@ mod tests {
 
     fn message() -> QueueMessage {
         let body = serde_json::json!({"action": "LONG", "symbol": "BTCUSDT", "quantity": 0.005});
-        let signal = WebhookSignal::from_json(body.as_object().unwrap()).unwrap().signal;
+        let signal = WebhookSignal::from_json(body.as_object().unwrap())
+            .unwrap()
+            .signal;
         QueueMessage::new(Uuid::new_v4(), Utc::now(), signal)
     }
 
@@ -136,7 +137,10 @@ mod tests {
     fn a_signed_message_decodes_to_itself() {
         let msg = message();
         let (body, sig) = msg.encode(&key("k"));
-        assert_eq!(QueueMessage::decode(&body, Some(&sig), &key("k")).unwrap(), msg);
+        assert_eq!(
+            QueueMessage::decode(&body, Some(&sig), &key("k")).unwrap(),
+            msg
+        );
         assert_eq!(msg.attempt(), 1);
     }
 
@@ -145,7 +149,10 @@ mod tests {
         let (body, sig) = message().encode(&key("k"));
         let forged_key = QueueMessage::decode(&body, Some(&sig), &key("other"));
         assert!(matches!(forged_key, Err(DecodeError::Unverified)));
-        assert!(matches!(QueueMessage::decode(&body, None, &key("k")), Err(DecodeError::Unverified)));
+        assert!(matches!(
+            QueueMessage::decode(&body, None, &key("k")),
+            Err(DecodeError::Unverified)
+        ));
         let mut tampered = body.clone();
         let pos = tampered.iter().position(|&b| b == b'5').unwrap();
         tampered[pos] = b'9';

@@ -58,9 +58,18 @@ mod tests {
         let delays: Vec<_> = (1..=5).map(|n| policy.delay_after(n)).collect();
         assert_eq!(
             delays,
-            vec![Some(secs(30)), Some(secs(60)), Some(secs(120)), Some(secs(240)), None]
+            vec![
+                Some(secs(30)),
+                Some(secs(60)),
+                Some(secs(120)),
+                Some(secs(240)),
+                None
+            ]
         );
-        assert_eq!(policy.tiers(), vec![secs(30), secs(60), secs(120), secs(240)]);
+        assert_eq!(
+            policy.tiers(),
+            vec![secs(30), secs(60), secs(120), secs(240)]
+        );
     }
 
     #[test]

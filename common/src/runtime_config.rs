@@ -52,7 +52,10 @@ pub fn is_on(value: &str) -> bool {
 
 /// The stored form of a webhook key: `sha256:<hex>`, so the table never holds it.
 pub fn hash_secret(secret: &str) -> String {
-    format!("{SHA256_PREFIX}{}", hex::encode(Sha256::digest(secret.as_bytes())))
+    format!(
+        "{SHA256_PREFIX}{}",
+        hex::encode(Sha256::digest(secret.as_bytes()))
+    )
 }
 
 /// Compares a presented secret with an expected one (plain or `sha256:<hex>`) in
@@ -182,7 +185,9 @@ async fn refresh(pool: PgPool, tx: watch::Sender<Snapshot>, token: CancellationT
             }
             match load(&pool).await {
                 Ok(values) => reload(&tx, values),
-                Err(err) => tracing::warn!(error = %err, "cannot re-read config; keeping the last copy"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot re-read config; keeping the last copy")
+                }
             }
         }
     }
@@ -206,15 +211,22 @@ mod tests {
     fn routing_prefers_symbol_override_then_default_then_paper() {
         let btc = Symbol::parse("BTCUSDT").unwrap();
         let eth = Symbol::parse("ETHUSDT").unwrap();
-        assert_eq!(RuntimeConfig::fixed(HashMap::new()).route(&btc), Ok(ExchangeName::Paper));
+        assert_eq!(
+            RuntimeConfig::fixed(HashMap::new()).route(&btc),
+            Ok(ExchangeName::Paper)
+        );
         let config = RuntimeConfig::fixed(HashMap::from([
             (DEFAULT_ROUTING.to_owned(), "bybit".to_owned()),
             (routing_key(&eth), "Binance".to_owned()),
         ]));
         assert_eq!(config.route(&btc), Ok(ExchangeName::Bybit));
         assert_eq!(config.route(&eth), Ok(ExchangeName::Binance));
-        let broken = RuntimeConfig::fixed(HashMap::from([(routing_key(&btc), "kraken".to_owned())]));
-        assert!(broken.route(&btc).unwrap_err().contains("exchanges:routing:BTCUSDT"));
+        let broken =
+            RuntimeConfig::fixed(HashMap::from([(routing_key(&btc), "kraken".to_owned())]));
+        assert!(broken
+            .route(&btc)
+            .unwrap_err()
+            .contains("exchanges:routing:BTCUSDT"));
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl FromStr for ExchangeName {
         Self::ALL
             .into_iter()
             .find(|e| e.as_str() == lower)
-            .ok_or_else(|| format!("unknown exchange `{s}` (expected bybit, binance, mexc or paper)"))
+            .ok_or_else(|| {
+                format!("unknown exchange `{s}` (expected bybit, binance, mexc or paper)")
+            })
     }
 }
 
@@ -411,7 +413,11 @@ impl WebhookSignal {
         let field = |name: &str| body.get(name).filter(|v| !v.is_null());
 
         let exchange = field("exchange")
-            .map(|v| parse_str(v, "exchange")?.parse().map_err(|e| FieldError::new("exchange", e)))
+            .map(|v| {
+                parse_str(v, "exchange")?
+                    .parse()
+                    .map_err(|e| FieldError::new("exchange", e))
+            })
             .transpose()?;
         let action: Action = parse_str(required(field("action"), "action")?, "action")?
             .parse()
@@ -433,20 +439,31 @@ impl WebhookSignal {
                 }
             },
         };
-        let price = field("price").map(|v| parse_positive(v, "price")).transpose()?;
+        let price = field("price")
+            .map(|v| parse_positive(v, "price"))
+            .transpose()?;
         if order_type == OrderType::Limit && price.is_none() {
             return Err(FieldError::new("price", "required for a limit order"));
         }
-        let reduce_only = field("reduceOnly").map(|v| parse_bool(v, "reduceOnly")).transpose()?;
+        let reduce_only = field("reduceOnly")
+            .map(|v| parse_bool(v, "reduceOnly"))
+            .transpose()?;
         if action.is_close() && reduce_only == Some(false) {
             return Err(FieldError::new(
                 "reduceOnly",
                 format!("{action} is always reduce-only; drop the field or set it to true"),
             ));
         }
-        let test = field("test").map(|v| parse_bool(v, "test")).transpose()?.unwrap_or(false);
-        let stop_loss = field("stopLoss").map(|v| parse_positive(v, "stopLoss")).transpose()?;
-        let take_profit = field("takeProfit").map(|v| parse_positive(v, "takeProfit")).transpose()?;
+        let test = field("test")
+            .map(|v| parse_bool(v, "test"))
+            .transpose()?
+            .unwrap_or(false);
+        let stop_loss = field("stopLoss")
+            .map(|v| parse_positive(v, "stopLoss"))
+            .transpose()?;
+        let take_profit = field("takeProfit")
+            .map(|v| parse_positive(v, "takeProfit"))
+            .transpose()?;
         let idempotency_key = field("idempotencyKey")
             .map(|v| {
                 IdempotencyKey::parse(parse_str(v, "idempotencyKey")?)
@@ -516,7 +533,10 @@ fn parse_decimal(value: &Value, name: &str) -> Result<Decimal, FieldError> {
         other => {
             return Err(FieldError::new(
                 name,
-                format!("must be a number or numeric string, got {}", type_name(other)),
+                format!(
+                    "must be a number or numeric string, got {}",
+                    type_name(other)
+                ),
             ))
         }
     };
@@ -540,7 +560,10 @@ fn parse_leverage(value: &Value) -> Result<Leverage, FieldError> {
         .then(|| decimal.to_u32())
         .flatten()
         .ok_or_else(|| {
-            FieldError::new("leverage", format!("must be an integer from 1 to 125, got {decimal}"))
+            FieldError::new(
+                "leverage",
+                format!("must be an integer from 1 to 125, got {decimal}"),
+            )
         })?;
     Leverage::new(whole).map_err(|e| FieldError::new("leverage", e))
 }
@@ -575,17 +598,29 @@ mod tests {
         let from_string = parse(with("quantity", json!("0.1"))).unwrap();
         assert_eq!(from_string.signal.quantity.get().to_string(), "0.1");
         let long_tail = parse(with("quantity", json!(0.30000000000000004))).unwrap();
-        assert_eq!(long_tail.signal.quantity.get().to_string(), "0.30000000000000004");
+        assert_eq!(
+            long_tail.signal.quantity.get().to_string(),
+            "0.30000000000000004"
+        );
         let scientific = parse(with("quantity", json!("5e-3"))).unwrap();
         assert_eq!(scientific.signal.quantity.get().to_string(), "0.005");
     }
 
     #[test]
     fn tradingview_tickers_are_normalised() {
-        for raw in ["BTCUSDT", "btcusdt", "BTCUSDT.P", "BYBIT:BTCUSDT.P", " binance:btcusdt.p "] {
+        for raw in [
+            "BTCUSDT",
+            "btcusdt",
+            "BTCUSDT.P",
+            "BYBIT:BTCUSDT.P",
+            " binance:btcusdt.p ",
+        ] {
             assert_eq!(Symbol::parse(raw).unwrap().as_str(), "BTCUSDT", "{raw}");
         }
-        assert_eq!(Symbol::parse("1000PEPEUSDT").unwrap().as_str(), "1000PEPEUSDT");
+        assert_eq!(
+            Symbol::parse("1000PEPEUSDT").unwrap().as_str(),
+            "1000PEPEUSDT"
+        );
     }
 
     #[test]
@@ -605,7 +640,10 @@ mod tests {
             ("close_long", Action::CloseLong),
             ("CLOSE_SHORT", Action::CloseShort),
         ] {
-            assert_eq!(parse(with("action", json!(raw))).unwrap().signal.action, action);
+            assert_eq!(
+                parse(with("action", json!(raw))).unwrap().signal.action,
+                action
+            );
         }
         assert_eq!(error_of(with("action", json!("hold"))).field, "action");
     }
@@ -682,7 +720,10 @@ mod tests {
         assert_eq!(signal.quantity.get().to_string(), "1.5");
         assert_eq!(signal.leverage.map(Leverage::get), Some(10));
         assert_eq!(signal.order_type, OrderType::Limit);
-        assert_eq!(signal.price.map(|p| p.get().to_string()), Some("2500.5".into()));
+        assert_eq!(
+            signal.price.map(|p| p.get().to_string()),
+            Some("2500.5".into())
+        );
         assert!(signal.reduce_only && signal.test);
         assert_eq!(parsed.idempotency_key.unwrap().as_str(), "alert-42");
     }

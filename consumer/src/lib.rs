@@ -1,1 +1,383 @@
-//! stub
+//! The batch consumer: takes signals off the queue in batches, executes them on the
+//! routed exchange, records fills and audit rows in one transaction per batch, and only
+//! then acknowledges, retries (through the broker's delay tiers) or dead-letters.
+
+pub mod batch;
+pub mod config;
+pub mod exchange;
+pub mod store;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use hoox_common::amqp::{self, Topology};
+use hoox_common::message::{
+    HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID, HEADER_SIGNATURE,
+};
+use hoox_common::runtime_config::RuntimeConfig;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{collect, BatchBounds, Collected};
+use crate::exchange::paper::Paper;
+use crate::exchange::router::ExchangeRouter;
+use crate::worker::{Disposition, Incoming, Outgoing, Processed, Worker, WorkerSettings};
+
+/// A consumer ready to run.
+pub struct Consumer {
+    worker: Worker,
+    topology: Topology,
+    amqp_url: SecretString,
+    bounds: BatchBounds,
+    connected: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    /// A consumer of `topology`'s main queue executing through `worker`.
+    pub fn new(
+        worker: Worker,
+        topology: Topology,
+        amqp_url: SecretString,
+        bounds: BatchBounds,
+    ) -> Self {
+        Self {
+            worker,
+            topology,
+            amqp_url,
+            bounds,
+            connected: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that is true while the consumer holds a broker connection.
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.connected)
+    }
+
+    /// Consumes until `token` is cancelled, reconnecting with backoff whenever the
+    /// broker goes away. A batch in flight is finished before returning.
+    pub async fn run(self, token: CancellationToken) {
+        let mut delays = backoff();
+        while !token.is_cancelled() {
+            match self.consume(&token).await {
+                Ok(()) => delays = backoff(),
+                Err(err) => {
+                    self.connected.store(false, Ordering::SeqCst);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "consumer lost the message broker; reconnecting");
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    /// One connection's worth of consuming; returns `Ok` on shutdown.
+    async fn consume(&self, token: &CancellationToken) -> anyhow::Result<()> {
+        let connection = amqp::connect(&self.amqp_url, "hoox-consumer")
+            .await
+            .context("connect")?;
+        let channel = connection.create_channel().await.context("open channel")?;
+        self.topology
+            .declare(&channel)
+            .await
+            .context("declare topology")?;
+        // Two batches in flight from the broker: the next batch is already here when
+        // this one is acknowledged, and no consumer hoards more than it can soon use.
+        let prefetch = u16::try_from(self.bounds.size.saturating_mul(2)).unwrap_or(u16::MAX);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .context("qos")?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .context("open publish channel")?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("confirm mode")?;
+        let mut deliveries = channel
+            .basic_consume(
+                ShortString::from(self.topology.queue()),
+                ShortString::from(""),
+                // Manual acks: a message is acknowledged only after its outcome commits.
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .context("consume")?;
+        self.connected.store(true, Ordering::SeqCst);
+        tracing::info!(queue = self.topology.queue(), "consuming");
+
+        let result = loop {
+            let collected = tokio::select! {
+                () = token.cancelled() => break Ok(()),
+                collected = collect(&mut deliveries, self.bounds) => collected,
+            };
+            match collected {
+                Collected::Batch(batch) => self.handle(batch, &publisher, token).await?,
+                Collected::Failed(batch, err) => {
+                    // Deliveries taken before the failure cannot be acknowledged on a
+                    // dead channel; the broker redelivers them.
+                    drop(batch);
+                    break Err(anyhow::Error::new(err).context("delivery stream failed"));
+                }
+                Collected::Ended => break Err(anyhow::anyhow!("the broker closed the consumer")),
+            }
+        };
+        self.connected.store(false, Ordering::SeqCst);
+        let _ = connection.close(200, "shutdown".into()).await;
+        result
+    }
+
+    /// Processes, commits, then settles one batch.
+    async fn handle(
+        &self,
+        batch: Vec<Delivery>,
+        publisher: &Channel,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let incoming: Vec<Incoming> = batch.iter().map(incoming).collect();
+        // Once started, a batch is finished even during shutdown; only a database
+        // outage that outlasts the shutdown interrupts it, and then nothing is acked.
+        let processed = match self.worker.process(&incoming, token).await {
+            Ok(processed) => processed,
+            Err(_) => return Ok(()),
+        };
+        if self.worker.commit(&processed, token).await.is_err() {
+            return Ok(());
+        }
+        for (delivery, processed) in batch.iter().zip(&processed) {
+            self.settle(delivery, processed, publisher).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        processed: &Processed,
+        publisher: &Channel,
+    ) -> anyhow::Result<()> {
+        match &processed.disposition {
+            Disposition::Ack => {}
+            Disposition::Retry { delay, message } => {
+                let queue = self.topology.retry_queue(*delay);
+                publish(publisher, &queue, message, FieldTable::default())
+                    .await
+                    .context("publish retry")?;
+            }
+            Disposition::DeadLetter {
+                reason,
+                error,
+                message,
+            } => {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    HEADER_REASON.into(),
+                    AMQPValue::LongString(reason.as_str().into()),
+                );
+                headers.insert(
+                    HEADER_ERROR.into(),
+                    AMQPValue::LongString(error.as_str().into()),
+                );
+                publish(publisher, &self.topology.dlq(), message, headers)
+                    .await
+                    .context("publish dead letter")?;
+            }
+        }
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .context("ack")?;
+        Ok(())
+    }
+}
+
+fn incoming(delivery: &Delivery) -> Incoming {
+    let signature = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(HEADER_SIGNATURE))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        });
+    Incoming {
+        body: delivery.data.clone(),
+        signature,
+        redelivered: delivery.redelivered,
+    }
+}
+
+/// Publishes `message` to `queue` (persistent, mandatory) and waits for the confirm.
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    message: &Outgoing,
+    mut headers: FieldTable,
+) -> anyhow::Result<()> {
+    if let Some(signature) = &message.signature {
+        headers.insert(
+            HEADER_SIGNATURE.into(),
+            AMQPValue::LongString(signature.as_str().into()),
+        );
+    }
+    if let Some(id) = message.request_id {
+        headers.insert(
+            HEADER_REQUEST_ID.into(),
+            AMQPValue::LongString(id.to_string().into()),
+        );
+    }
+    headers.insert(
+        HEADER_ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(message.attempts)),
+    );
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(id) = message.request_id {
+        properties = properties.with_message_id(id.to_string().into());
+    }
+    let confirmation = channel
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &message.body,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        other => anyhow::bail!("broker did not take the message for {queue}: {other:?}"),
+    }
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build()
+}
+
+#[derive(Clone)]
+struct Health {
+    pool: sqlx::PgPool,
+    connected: Arc<AtomicBool>,
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
+    let broker = health.connected.load(Ordering::SeqCst);
+    let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
+    let ready = broker && database;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "success": ready,
+        "result": {"broker": broker, "database": database},
+        "error": (!ready).then_some("not ready: broker or database unreachable"),
+    });
+    (status, Json(body))
+}
+
+/// The consumer's `/healthz` and `/readyz`.
+pub fn health_router(pool: sqlx::PgPool, connected: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async {
+                Json(json!({"success": true, "result": {"status": "ok"}, "error": null}))
+            }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(Health { pool, connected })
+}
+
+/// Runs the consumer with `args` until `token` is cancelled: waits for the database,
+/// starts the config listener and the health endpoint, then consumes.
+pub async fn run(
+    args: &config::ConsumerArgs,
+    service: &hoox_common::config::ServiceArgs,
+    internal_key: SecretString,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.consumer_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.consumer_addr))?;
+    let Some(pool) =
+        hoox_common::db::connect_with_retry(&service.database.database_url, 10, &token).await
+    else {
+        return Ok(());
+    };
+    let config = RuntimeConfig::start(pool.clone(), token.clone())
+        .await
+        .context("cannot read the config table")?;
+    let router = ExchangeRouter::new(
+        vec![Arc::new(Paper::new(pool.clone(), config.clone()))],
+        config.clone(),
+    );
+    let topology = service.amqp.topology();
+    let worker = Worker::new(
+        pool.clone(),
+        config,
+        Arc::new(router),
+        WorkerSettings {
+            internal_key,
+            signal_max_age: Duration::from_secs(args.signal_max_age_secs),
+            retry: *topology.retry_policy(),
+        },
+    );
+    let consumer = Consumer::new(
+        worker,
+        topology,
+        service.amqp.amqp_url.clone(),
+        args.batch_bounds(),
+    );
+    let health = health_router(pool, consumer.connected_flag());
+    let server_token = token.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, health)
+            .with_graceful_shutdown(server_token.cancelled_owned())
+            .await
+    });
+    tracing::info!(addr = %args.consumer_addr, "consumer health endpoint listening");
+    consumer.run(token).await;
+    server
+        .await
+        .context("health server task")?
+        .context("health server failed")
+}

@@ -1,1 +1,149 @@
-//! stub
+//! The webhook service: validates signals, authenticates their producer, refuses
+//! duplicates, and queues them with a confirmed, persistent publish.
+
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod publisher;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use hoox_common::runtime_config::RuntimeConfig;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::publisher::Publisher;
+
+/// How often expired idempotency keys are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// The shared parts of [`AppState`].
+pub struct Inner {
+    /// The database.
+    pub pool: PgPool,
+    /// The queue publisher.
+    pub publisher: Publisher,
+    /// Live operator settings.
+    pub config: RuntimeConfig,
+    /// The webhook key when the config table has none.
+    pub api_key: SecretString,
+    /// The queue-message signing key.
+    pub internal_key: SecretString,
+    /// How long explicit idempotency keys live.
+    pub idempotency_ttl: Duration,
+    /// How long fingerprints live.
+    pub duplicate_window: Duration,
+}
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(inner: Inner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhook", post(routes::webhook::webhook))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        ))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `token` is cancelled, then drains requests in
+/// flight. Also sweeps expired idempotency keys.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    tokio::spawn(sweep_keys(state.pool.clone(), token.clone()));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+}
+
+async fn sweep_keys(pool: PgPool, token: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match idempotency::sweep(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
+            Err(err) => tracing::warn!(error = %err, "cannot sweep idempotency keys"),
+        }
+    }
+}
+
+/// Runs the service with `args` until `token` is cancelled: waits for the database,
+/// starts the publisher and the config listener, then serves.
+pub async fn run(
+    args: &config::IngestArgs,
+    service: &hoox_common::config::ServiceArgs,
+    api_key: SecretString,
+    internal_key: SecretString,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let listener = TcpListener::bind(args.ingest_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.ingest_addr))?;
+    let Some(pool) =
+        hoox_common::db::connect_with_retry(&service.database.database_url, 10, &token).await
+    else {
+        return Ok(());
+    };
+    let config = RuntimeConfig::start(pool.clone(), token.clone())
+        .await
+        .context("cannot read the config table")?;
+    let publisher = Publisher::start(
+        service.amqp.amqp_url.clone(),
+        service.amqp.topology(),
+        token.clone(),
+    );
+    let state = AppState::new(Inner {
+        pool,
+        publisher,
+        config,
+        api_key,
+        internal_key,
+        idempotency_ttl: args.idempotency_ttl(),
+        duplicate_window: args.duplicate_window(),
+    });
+    tracing::info!(addr = %args.ingest_addr, "ingest listening");
+    serve(listener, state, token)
+        .await
+        .context("ingest server failed")
+}

@@ -1,0 +1,579 @@
+//! Processing one batch: verify, skip what is already filled, execute per symbol in
+//! order (different symbols concurrently), and decide each message's fate. Nothing here
+//! touches the broker: the run loop acks, retries or dead-letters from the returned
+//! [`Disposition`]s, and only after the batch's rows are committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::join_all;
+use hoox_common::logs::{LogEntry, Severity, Worker as LogWorker};
+use hoox_common::message::{AttemptRecord, DecodeError, QueueMessage};
+use hoox_common::retry::RetryPolicy;
+use hoox_common::runtime_config::RuntimeConfig;
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::exchange::router::{ExchangeRouter, RouteSource};
+use crate::exchange::{ErrorClass, ExchangeError, OrderAck, OrderRequest};
+use crate::store::{self, Fill};
+
+/// Why a message went to the dead-letter queue (header `x-hoox-reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Retryable failures until the attempts ran out.
+    Exhausted,
+    /// The exchange refused it for good, or it cannot be routed.
+    Fatal,
+    /// Older than `HOOX_SIGNAL_MAX_AGE_SECS` when its turn came.
+    Expired,
+    /// Dequeued while the kill switch was on.
+    KillSwitch,
+    /// Signed, but not a message this build can read.
+    Invalid,
+    /// Signature missing or wrong.
+    Unverified,
+    /// Dead-lettered by the broker after too many deliveries.
+    Poison,
+}
+
+impl DeadReason {
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exhausted => "exhausted",
+            Self::Fatal => "fatal",
+            Self::Expired => "expired",
+            Self::KillSwitch => "kill_switch",
+            Self::Invalid => "invalid",
+            Self::Unverified => "unverified",
+            Self::Poison => "poison",
+        }
+    }
+}
+
+/// A message as it came off the queue.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The exact body bytes.
+    pub body: Vec<u8>,
+    /// Header `x-hoox-signature`.
+    pub signature: Option<String>,
+    /// Whether the broker delivered it before.
+    pub redelivered: bool,
+}
+
+/// A message to publish in place of the delivery, before acking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The request id, when known.
+    pub request_id: Option<Uuid>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its signature, when it has one.
+    pub signature: Option<String>,
+    /// Attempts made, the first one included.
+    pub attempts: u32,
+}
+
+/// What the run loop does with a delivery once the batch is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done: acknowledge.
+    Ack,
+    /// Publish to the delay tier for `delay`, then acknowledge.
+    Retry {
+        /// How long the broker holds it.
+        delay: Duration,
+        /// The message with its history.
+        message: Outgoing,
+    },
+    /// Publish to the dead-letter queue with the reason, then acknowledge.
+    DeadLetter {
+        /// Why.
+        reason: DeadReason,
+        /// The last error, for people.
+        error: String,
+        /// The message.
+        message: Outgoing,
+    },
+}
+
+/// One delivery, processed.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// The fill to record, when an order was placed or found.
+    pub fill: Option<Fill>,
+    /// Its audit rows.
+    pub logs: Vec<LogEntry>,
+    /// What to do with the delivery.
+    pub disposition: Disposition,
+}
+
+/// The batch was interrupted by shutdown before anything was decided: ack nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by shutdown")]
+pub struct Interrupted;
+
+/// Settings of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Verifies message signatures and signs republished messages.
+    pub internal_key: SecretString,
+    /// Older signals are dead-lettered, never executed.
+    pub signal_max_age: Duration,
+    /// The retry schedule.
+    pub retry: RetryPolicy,
+}
+
+/// Executes batches.
+#[derive(Clone)]
+pub struct Worker {
+    pool: PgPool,
+    config: RuntimeConfig,
+    router: Arc<ExchangeRouter>,
+    settings: Arc<WorkerSettings>,
+}
+
+fn log(
+    severity: Severity,
+    request_id: Option<Uuid>,
+    message: String,
+    context: serde_json::Value,
+) -> LogEntry {
+    LogEntry::now(LogWorker::Consumer, severity, request_id, message, context)
+}
+
+impl Worker {
+    /// A worker over `router`, recording in `pool`.
+    pub fn new(
+        pool: PgPool,
+        config: RuntimeConfig,
+        router: Arc<ExchangeRouter>,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            router,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The database the worker records in.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Processes a batch; the result is in delivery order.
+    pub async fn process(
+        &self,
+        batch: &[Incoming],
+        token: &CancellationToken,
+    ) -> Result<Vec<Processed>, Interrupted> {
+        let batch_id = Uuid::new_v4();
+        let batch_context = &json!({"id": batch_id, "size": batch.len()});
+        let decoded: Vec<_> = batch
+            .iter()
+            .map(|m| {
+                QueueMessage::decode(&m.body, m.signature.as_deref(), &self.settings.internal_key)
+            })
+            .collect();
+        let ids: Vec<Uuid> = decoded.iter().flatten().map(|m| m.request_id).collect();
+        let filled = self
+            .wait_for_db(token, || store::filled_among(&self.pool, &ids))
+            .await?;
+
+        let mut results: Vec<Option<Processed>> = vec![None; batch.len()];
+        // Per symbol, in arrival order: signals for one symbol never overtake each other.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (index, (incoming, decoded)) in batch.iter().zip(&decoded).enumerate() {
+            let message = match decoded {
+                Ok(message) => message,
+                Err(err) => {
+                    results[index] = Some(undecodable(incoming, err, batch_context));
+                    continue;
+                }
+            };
+            if filled.contains(&message.request_id) {
+                results[index] = Some(already_filled(message, incoming, batch_context));
+                continue;
+            }
+            let symbol = message.signal.symbol.as_str();
+            match groups.iter_mut().find(|(s, _)| s == symbol) {
+                Some((_, indices)) => indices.push(index),
+                None => groups.push((symbol.to_owned(), vec![index])),
+            }
+        }
+
+        let decoded = &decoded;
+        let executed = join_all(groups.iter().map(|(_, indices)| async move {
+            let mut out = Vec::with_capacity(indices.len());
+            for &index in indices {
+                let Ok(message) = &decoded[index] else {
+                    continue;
+                };
+                let executed = self.execute(message, &batch[index], batch_context).await;
+                out.push((index, executed));
+            }
+            out
+        }))
+        .await;
+        for (index, processed) in executed.into_iter().flatten() {
+            results[index] = Some(processed);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Commits the batch's fills and audit rows, retrying while the database is down.
+    pub async fn commit(
+        &self,
+        processed: &[Processed],
+        token: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let fills: Vec<Fill> = processed.iter().filter_map(|p| p.fill.clone()).collect();
+        let logs: Vec<LogEntry> = processed
+            .iter()
+            .flat_map(|p| p.logs.iter().cloned())
+            .collect();
+        self.wait_for_db(token, || store::commit_batch(&self.pool, &fills, &logs))
+            .await
+    }
+
+    /// Runs a database call until it succeeds: with the database down, the batch waits
+    /// (unacknowledged, its outcome held in memory) rather than guessing.
+    async fn wait_for_db<T, F, Fut>(
+        &self,
+        token: &CancellationToken,
+        mut call: F,
+    ) -> Result<T, Interrupted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch waits");
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return Err(Interrupted),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn execute(
+        &self,
+        message: &QueueMessage,
+        incoming: &Incoming,
+        batch: &serde_json::Value,
+    ) -> Processed {
+        let id = Some(message.request_id);
+        let signal = &message.signal;
+        let attempt = message.attempt();
+        let mut logs = vec![log(
+            Severity::Info,
+            id,
+            format!("dequeued: attempt {attempt}"),
+            json!({"batch": batch, "redelivered": incoming.redelivered}),
+        )];
+
+        let age = Utc::now().signed_duration_since(message.received_at);
+        let max_age = self.settings.signal_max_age;
+        if age.to_std().is_ok_and(|age| age > max_age) {
+            let error = format!(
+                "signal is {}s old, older than the {}s limit; not executed",
+                age.num_seconds(),
+                max_age.as_secs()
+            );
+            return self.dead_letter(message, DeadReason::Expired, error, None, logs);
+        }
+        if self.config.kill_switch() {
+            let error = "kill switch is on; not executed".to_owned();
+            return self.dead_letter(message, DeadReason::KillSwitch, error, None, logs);
+        }
+
+        let (exchange, source) = match self.router.route(signal) {
+            Ok(route) => route,
+            Err(err) => return self.failed(message, "none", err, logs),
+        };
+        let provider = match self.router.provider(exchange, signal.test) {
+            Ok(provider) => provider,
+            Err(err) => return self.failed(message, exchange.as_str(), err, logs),
+        };
+        let source = match source {
+            RouteSource::Signal => "the signal",
+            RouteSource::Config => "config",
+        };
+        logs.push(log(
+            Severity::Info,
+            id,
+            format!(
+                "routed to {exchange}{} by {source}",
+                if signal.test { " testnet" } else { "" }
+            ),
+            json!({"exchange": exchange, "testnet": signal.test}),
+        ));
+
+        let order = OrderRequest::from_message(message);
+        if let Some(leverage) = signal.leverage {
+            match self
+                .router
+                .ensure_leverage(provider.as_ref(), &order, leverage)
+                .await
+            {
+                Ok(true) => logs.push(log(
+                    Severity::Info,
+                    id,
+                    format!("leverage set to {}x", leverage.get()),
+                    json!({}),
+                )),
+                Ok(false) => {}
+                Err(err) => return self.failed(message, exchange.as_str(), err, logs),
+            }
+        }
+
+        let placed = match provider.place_order(&order).await {
+            Ok(ack) => Ok((ack, false)),
+            Err(err) if matches!(err.class, ErrorClass::Duplicate | ErrorClass::Ambiguous) => {
+                logs.push(log(
+                    Severity::Warn,
+                    id,
+                    format!(
+                        "order answer was {} ({err}); looking it up by client order id",
+                        err.class.as_str()
+                    ),
+                    error_context(&err),
+                ));
+                match provider.order_by_client_id(&order).await {
+                    Ok(Some(ack)) => Ok((ack, true)),
+                    Ok(None) => Err(ExchangeError {
+                        class: ErrorClass::Retryable,
+                        code: err.code,
+                        message: format!("{}; no order with this client id was found", err.message),
+                    }),
+                    Err(lookup) => Err(ExchangeError {
+                        class: ErrorClass::Retryable,
+                        ..lookup
+                    }),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        match placed {
+            Ok((ack, recovered)) => {
+                logs.push(log(
+                    Severity::Info,
+                    id,
+                    format!(
+                        "order {} on {exchange}: id {}, status {}{}",
+                        if recovered { "found" } else { "placed" },
+                        ack.exchange_order_id,
+                        ack.status,
+                        ack.fill_price.map(|p| format!(", price {p}")).unwrap_or_default(),
+                    ),
+                    json!({"exchangeOrderId": ack.exchange_order_id, "clientOrderId": order.client_order_id.as_str(), "recovered": recovered}),
+                ));
+                logs.push(log(
+                    Severity::Info,
+                    id,
+                    "fill recorded".to_owned(),
+                    json!({}),
+                ));
+                Processed {
+                    fill: Some(fill_row(message, &order, exchange.as_str(), ack)),
+                    logs,
+                    disposition: Disposition::Ack,
+                }
+            }
+            Err(err) => self.failed(message, exchange.as_str(), err, logs),
+        }
+    }
+
+    /// A failed attempt: retried after its delay while attempts remain, else dead.
+    fn failed(
+        &self,
+        message: &QueueMessage,
+        exchange: &str,
+        err: ExchangeError,
+        mut logs: Vec<LogEntry>,
+    ) -> Processed {
+        let id = Some(message.request_id);
+        let attempt = message.attempt();
+        let record = AttemptRecord {
+            at: Utc::now(),
+            exchange: exchange.to_owned(),
+            code: err.code.clone(),
+            message: format!("{}: {}", err.class.as_str(), err.message),
+        };
+        if err.class == ErrorClass::Fatal {
+            return self.dead_letter(
+                message,
+                DeadReason::Fatal,
+                err.to_string(),
+                Some(record),
+                logs,
+            );
+        }
+        match self.settings.retry.delay_after(attempt) {
+            Some(delay) => {
+                logs.push(log(
+                    Severity::Warn,
+                    id,
+                    format!(
+                        "attempt {attempt} failed ({}): {err}; retrying in {}",
+                        err.class.as_str(),
+                        human(delay)
+                    ),
+                    error_context(&err),
+                ));
+                let mut next = message.clone();
+                next.history.push(record);
+                Processed {
+                    fill: None,
+                    logs,
+                    disposition: Disposition::Retry {
+                        delay,
+                        message: self.outgoing(&next),
+                    },
+                }
+            }
+            None => {
+                let error = format!("gave up after {attempt} attempts; last error: {err}");
+                self.dead_letter(message, DeadReason::Exhausted, error, Some(record), logs)
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        message: &QueueMessage,
+        reason: DeadReason,
+        error: String,
+        record: Option<AttemptRecord>,
+        mut logs: Vec<LogEntry>,
+    ) -> Processed {
+        let mut dead = message.clone();
+        dead.history.extend(record);
+        let outgoing = self.outgoing(&dead);
+        logs.push(log(
+            Severity::Error,
+            Some(message.request_id),
+            format!("dead-lettered ({}): {error}", reason.as_str()),
+            json!({"reason": reason.as_str(), "attempts": outgoing.attempts}),
+        ));
+        Processed {
+            fill: None,
+            logs,
+            disposition: Disposition::DeadLetter {
+                reason,
+                error,
+                message: outgoing,
+            },
+        }
+    }
+
+    fn outgoing(&self, message: &QueueMessage) -> Outgoing {
+        let (body, signature) = message.encode(&self.settings.internal_key);
+        Outgoing {
+            request_id: Some(message.request_id),
+            body,
+            signature: Some(signature),
+            attempts: u32::try_from(message.history.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+fn error_context(err: &ExchangeError) -> serde_json::Value {
+    json!({"class": err.class.as_str(), "code": err.code, "message": err.message})
+}
+
+fn undecodable(incoming: &Incoming, err: &DecodeError, batch: &serde_json::Value) -> Processed {
+    let reason = match err {
+        DecodeError::Unverified => DeadReason::Unverified,
+        DecodeError::Invalid(_) => DeadReason::Invalid,
+    };
+    Processed {
+        fill: None,
+        // Not attributed to a request id: an unverified message could claim any.
+        logs: vec![log(
+            Severity::Error,
+            None,
+            format!("message dead-lettered ({}): {err}", reason.as_str()),
+            json!({"batch": batch, "reason": reason.as_str()}),
+        )],
+        disposition: Disposition::DeadLetter {
+            reason,
+            error: err.to_string(),
+            message: Outgoing {
+                request_id: None,
+                body: incoming.body.clone(),
+                signature: incoming.signature.clone(),
+                attempts: 0,
+            },
+        },
+    }
+}
+
+fn already_filled(
+    message: &QueueMessage,
+    incoming: &Incoming,
+    batch: &serde_json::Value,
+) -> Processed {
+    Processed {
+        fill: None,
+        logs: vec![log(
+            Severity::Warn,
+            Some(message.request_id),
+            "delivered again after its fill was recorded; acknowledged without trading".to_owned(),
+            json!({"batch": batch, "redelivered": incoming.redelivered}),
+        )],
+        disposition: Disposition::Ack,
+    }
+}
+
+fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: OrderAck) -> Fill {
+    let signal = &message.signal;
+    Fill {
+        request_id: message.request_id,
+        exchange: exchange.to_owned(),
+        paper: exchange == "paper",
+        testnet: order.testnet,
+        symbol: order.symbol.to_string(),
+        action: signal.action.to_string(),
+        side: order.side.as_str().to_owned(),
+        reduce_only: order.reduce_only,
+        quantity: order.quantity,
+        leverage: signal
+            .leverage
+            .map(|l| i32::try_from(l.get()).unwrap_or(i32::MAX)),
+        order_type: order.order_type.as_str().to_owned(),
+        requested_price: order.price,
+        client_order_id: order.client_order_id.as_str().to_owned(),
+        exchange_order_id: Some(ack.exchange_order_id),
+        status: ack.status,
+        fill_price: ack.fill_price,
+        fill_quantity: ack.fill_quantity,
+        raw_response: ack.raw,
+        received_at: message.received_at,
+        executed_at: ack.placed_at,
+    }
+}
+
+/// `30s`, `1.5s`, `250ms`.
+fn human(delay: Duration) -> String {
+    if delay.as_millis() < 1000 {
+        format!("{}ms", delay.as_millis())
+    } else {
+        format!("{}s", delay.as_secs_f64())
+    }
+}

@@ -1,0 +1,223 @@
+//! Publishing to RabbitMQ with publisher confirms, over a connection this module keeps
+//! alive itself (lapin's own recovery is not trusted: see the architecture notes).
+//!
+//! A supervisor task connects with backoff, declares the topology and opens a confirm
+//! channel; it reconnects when the connection reports an error or a publish fails. A
+//! publish never waits for a connection: with none, it fails at once, and the webhook
+//! answers 503 so the producer resends.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use hoox_common::amqp::{self, Topology};
+use hoox_common::message::{HEADER_REQUEST_ID, HEADER_SIGNATURE};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Event};
+use lapin::{Confirmation, PublisherConfirm};
+use secrecy::SecretString;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Why a message was not confirmed by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No live connection to the broker.
+    #[error("message broker unreachable")]
+    Unavailable,
+    /// The broker refused or could not route the message.
+    #[error("message broker did not accept the message: {0}")]
+    Refused(String),
+    /// The connection failed while the message was in flight.
+    #[error("message broker connection failed: {0}")]
+    Broken(#[from] lapin::Error),
+}
+
+/// A publish the broker has received but not yet confirmed.
+pub struct Pending {
+    confirm: PublisherConfirm,
+    publisher: Publisher,
+}
+
+impl Pending {
+    /// Waits for the broker's verdict: `Ok` only when it has the message on disk.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        let result = match self.confirm.await {
+            Ok(Confirmation::Ack(None)) => Ok(()),
+            Ok(Confirmation::Ack(Some(returned))) => Err(PublishError::Refused(format!(
+                "unroutable ({}): is the queue declared?",
+                returned.reply_text
+            ))),
+            Ok(Confirmation::Nack(_)) => Err(PublishError::Refused("nacked".to_owned())),
+            Ok(Confirmation::NotRequested) => Err(PublishError::Refused(
+                "channel is not in confirm mode".to_owned(),
+            )),
+            Err(err) => Err(PublishError::Broken(err)),
+        };
+        if matches!(
+            result,
+            Err(PublishError::Broken(_) | PublishError::Refused(_))
+        ) {
+            self.publisher.reconnect();
+        }
+        result
+    }
+}
+
+/// A supervised, confirming publisher to the main queue.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channel: RwLock<Option<Channel>>,
+    broken: Notify,
+    topology: Topology,
+}
+
+impl Publisher {
+    /// Starts the supervisor; the publisher is ready once it has connected.
+    pub fn start(url: SecretString, topology: Topology, token: CancellationToken) -> Self {
+        let publisher = Self {
+            inner: Arc::new(Inner {
+                channel: RwLock::new(None),
+                broken: Notify::new(),
+                topology,
+            }),
+        };
+        tokio::spawn(publisher.clone().supervise(url, token));
+        publisher
+    }
+
+    /// Whether a confirm channel is open.
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some_and(|c| c.status().connected())
+    }
+
+    /// Publishes one persistent, mandatory message to the main queue.
+    pub async fn publish(
+        &self,
+        request_id: Uuid,
+        body: &[u8],
+        signature: &str,
+    ) -> Result<Pending, PublishError> {
+        let channel = self
+            .current()
+            .filter(|c| c.status().connected())
+            .ok_or(PublishError::Unavailable)?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            HEADER_REQUEST_ID.into(),
+            AMQPValue::LongString(request_id.to_string().into()),
+        );
+        headers.insert(
+            HEADER_SIGNATURE.into(),
+            AMQPValue::LongString(signature.into()),
+        );
+        let properties = BasicProperties::default()
+            .with_message_id(request_id.to_string().into())
+            .with_content_type("application/json".into())
+            // 2 = persistent: the broker writes the message to disk before confirming.
+            .with_delivery_mode(2)
+            .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default())
+            .with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(self.inner.topology.queue()),
+                // mandatory: a message no queue takes comes back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .inspect_err(|_| self.reconnect())?;
+        Ok(Pending {
+            confirm,
+            publisher: self.clone(),
+        })
+    }
+
+    fn current(&self) -> Option<Channel> {
+        self.inner
+            .channel
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    fn set(&self, channel: Option<Channel>) {
+        if let Ok(mut current) = self.inner.channel.write() {
+            *current = channel;
+        }
+    }
+
+    fn reconnect(&self) {
+        self.inner.broken.notify_one();
+    }
+
+    async fn supervise(self, url: SecretString, token: CancellationToken) {
+        let mut delays = backoff();
+        while !token.is_cancelled() {
+            let connected = async {
+                let connection = amqp::connect(&url, "hoox-ingest").await?;
+                let channel = connection.create_channel().await?;
+                self.inner.topology.declare(&channel).await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Ok::<_, lapin::Error>((connection, channel))
+            }
+            .await;
+            let (connection, channel) = match connected {
+                Ok(pair) => pair,
+                Err(err) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot connect to the message broker");
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            tracing::info!("connected to the message broker");
+            delays = backoff();
+            let mut events = connection.events_listener();
+            self.set(Some(channel));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = self.inner.broken.notified() => {
+                        tracing::warn!("a publish failed; reconnecting to the message broker");
+                        break;
+                    }
+                    event = events.next() => match event {
+                        Some(Event::Error(err)) => {
+                            tracing::warn!(error = %err, "message broker connection failed; reconnecting");
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+            self.set(None);
+            let _ = connection.close(200, "reconnecting".into()).await;
+        }
+    }
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build()
+}

@@ -1,0 +1,4 @@
+//! The HTTP surface of ingest.
+
+pub mod health;
+pub mod webhook;

@@ -1,0 +1,222 @@
+//! `POST /webhook`: the checks of the contract's answer table, in its order (cheap
+//! network checks first; nothing about the system's state before authentication), then
+//! idempotency, then a confirmed publish.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::message::QueueMessage;
+use hoox_common::runtime_config::{secret_matches, WEBHOOK_API_KEY};
+use hoox_common::signal::{IdempotencyKey, Signal, WebhookSignal};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use secrecy::ExposeSecret;
+use serde_json::{json, Map, Value};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::idempotency::{self, Claim};
+use crate::AppState;
+
+/// Largest body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a webhook waits for the broker's confirm. TradingView gives up after 3 s;
+/// answering 503 before that lets it resend.
+const CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Handles one webhook.
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bytes = read_body(&headers, body).await?;
+    let object = parse_object(&bytes)?;
+    authenticate(&state, &headers, &object)?;
+    let parsed = WebhookSignal::from_json(&object)?;
+    if state.config.kill_switch() {
+        return Err(ApiError::KillSwitch);
+    }
+    let explicit_key = match parsed.idempotency_key {
+        Some(key) => Some(key),
+        None => header_idempotency_key(&headers)?,
+    };
+
+    let request_id = Uuid::new_v4();
+    let span =
+        tracing::info_span!("webhook", request_id = %request_id, symbol = %parsed.signal.symbol);
+    // Claim, publish and log run in their own task: a producer that hangs up midway
+    // must not cancel them between claiming the key and queuing the signal.
+    let accepted =
+        tokio::spawn(accept(state, request_id, parsed.signal, explicit_key).instrument(span))
+            .await
+            .map_err(|_| ApiError::Unavailable("internal error"))??;
+    let body = json!({
+        "success": true,
+        "result": {"requestId": accepted, "status": "queued"},
+        "error": null,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > BODY_LIMIT) {
+        return Err(too_large);
+    }
+    match Limited::new(body, BODY_LIMIT).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(err) => Err(ApiError::NotJson(format!("body could not be read: {err}"))),
+    }
+}
+
+/// Parses the body as JSON whatever its `Content-Type`: TradingView sends `text/plain`.
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(ApiError::NotJson(format!(
+            "expected an object, got {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+        Err(err) => Err(ApiError::NotJson(err.to_string())),
+    }
+}
+
+/// Checks `apiKey` (body) or `X-Api-Key` (header) against the configured key, in
+/// constant time. The `webhooks:api_key` config entry overrides `HOOX_WEBHOOK_API_KEY`.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    object: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let presented = object
+        .get("apiKey")
+        .and_then(Value::as_str)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .ok_or(ApiError::Unauthorized)?;
+    let matches = match state.config.get(WEBHOOK_API_KEY) {
+        Some(expected) => secret_matches(presented, &expected),
+        None => secret_matches(presented, state.api_key.expose_secret()),
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn header_idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| {
+        ApiError::Invalid(hoox_common::signal::FieldError {
+            field: "Idempotency-Key".to_owned(),
+            reason,
+        })
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("must be printable ASCII".to_owned()))?;
+    IdempotencyKey::parse(text).map(Some).map_err(invalid)
+}
+
+async fn accept(
+    state: AppState,
+    request_id: Uuid,
+    signal: Signal,
+    explicit_key: Option<IdempotencyKey>,
+) -> Result<Uuid, ApiError> {
+    let received_at = Utc::now();
+    let key = idempotency::key_for(explicit_key.as_ref(), &signal);
+    let ttl = if explicit_key.is_some() {
+        state.idempotency_ttl
+    } else {
+        state.duplicate_window
+    };
+    match idempotency::claim(&state.pool, &key, request_id, ttl).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Duplicate(first)) => {
+            tracing::info!(first_request_id = %first, "duplicate signal refused");
+            return Err(ApiError::Duplicate(first));
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot record the idempotency key");
+            return Err(ApiError::Unavailable("database unavailable"));
+        }
+    }
+
+    let message = QueueMessage::new(request_id, received_at, signal);
+    let (body, signature) = message.encode(&state.internal_key);
+    let published = match state.publisher.publish(request_id, &body, &signature).await {
+        Ok(pending) => {
+            let mut confirm = tokio::spawn(pending.confirmed());
+            match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
+                Ok(joined) => joined.unwrap_or(Err(crate::publisher::PublishError::Unavailable)),
+                Err(_) => {
+                    // The verdict is still coming. Keep the key until it does: if the
+                    // broker confirms, the producer's resend is a true duplicate.
+                    tracing::warn!("broker confirm is late; answering 503");
+                    let pool = state.pool.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        if !matches!(confirm.await, Ok(Ok(()))) {
+                            let _ = idempotency::release(&pool, &key, request_id).await;
+                        }
+                    });
+                    return Err(ApiError::Unavailable(
+                        "message broker did not confirm in time",
+                    ));
+                }
+            }
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = published {
+        tracing::warn!(error = %err, "signal not queued");
+        if let Err(release_err) = idempotency::release(&state.pool, &key, request_id).await {
+            tracing::error!(error = %release_err, "cannot release the idempotency key");
+        }
+        return Err(ApiError::Unavailable("message broker unavailable"));
+    }
+
+    let signal = &message.signal;
+    let entry = LogEntry {
+        created_at: received_at,
+        request_id: Some(request_id),
+        worker: Worker::Ingest,
+        severity: Severity::Info,
+        message: format!(
+            "webhook accepted: {} {} {} {}; queued",
+            signal.action,
+            signal.quantity,
+            signal.symbol,
+            signal.exchange.map_or("(routed)", |e| e.as_str()),
+        ),
+        context: json!({"signal": signal, "idempotencyKey": key.starts_with("key:")}),
+    };
+    // The broker has the signal: a failure to write the audit row must not turn the
+    // answer into an error the producer would resend.
+    if let Err(err) = insert_logs(&state.pool, &[entry]).await {
+        tracing::error!(error = %err, "signal queued but its audit row was not written");
+    }
+    tracing::info!("signal queued");
+    Ok(request_id)
+}

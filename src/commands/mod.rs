@@ -1,0 +1,16 @@
+//! One module per subcommand.
+
+pub mod migrate;
+pub mod run;
+pub mod trace;
+
+use crate::{Cli, Command};
+
+/// Runs the parsed command line.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Trace(args) => trace::run(args).await,
+    }
+}

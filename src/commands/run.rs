@@ -1,0 +1,84 @@
+//! `hoox run`: ingest and consumer in one process, for a laptop.
+
+use anyhow::Context;
+use hoox_common::config::ServiceArgs;
+use hoox_consumer::config::ConsumerArgs;
+use hoox_ingest::config::IngestArgs;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `hoox run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// A random 64-hex-digit secret for a local run.
+fn generate_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Starts both services and prints how to send them a signal.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    hoox_common::shutdown::cancel_on_signal(token.clone());
+
+    let (api_key, shown_key) = match &args.ingest.webhook_api_key {
+        Some(key) => (key.clone(), "$HOOX_WEBHOOK_API_KEY".to_owned()),
+        None => {
+            let key = generate_secret();
+            (SecretString::from(key.clone()), key)
+        }
+    };
+    // Both halves run in this process, so a generated signing key never has to leave it.
+    let internal_key = args
+        .service
+        .internal_key
+        .internal_key
+        .clone()
+        .unwrap_or_else(|| SecretString::from(generate_secret()));
+
+    let url = format!("http://{}/webhook", args.ingest.ingest_addr);
+    println!("hoox is running: ingest and consumer in one process (Ctrl-C stops it)");
+    println!("  webhook URL: {url}");
+    if args.ingest.webhook_api_key.is_none() {
+        println!("  API key:     {shown_key}   (made for this run; set HOOX_WEBHOOK_API_KEY to keep one)");
+    }
+    println!("  send a paper trade:");
+    println!(
+        "    curl -sS -X POST {url} -H 'Content-Type: text/plain' \\\n      -d '{{\"apiKey\":\"{shown_key}\",\"action\":\"LONG\",\"symbol\":\"BTCUSDT\",\"quantity\":0.001,\"price\":68000}}'"
+    );
+    println!("  then follow it: hoox trace <requestId>");
+
+    let mut ingest = {
+        let (args, service, token) = (args.ingest.clone(), args.service.clone(), token.clone());
+        let internal_key = internal_key.clone();
+        tokio::spawn(async move {
+            hoox_ingest::run(&args, &service, api_key, internal_key, token).await
+        })
+    };
+    let mut consumer = {
+        let (args, service, token) = (args.consumer.clone(), args.service.clone(), token.clone());
+        tokio::spawn(async move { hoox_consumer::run(&args, &service, internal_key, token).await })
+    };
+    // Either half failing stops the other: a half-running pipeline would accept
+    // signals it never executes, or execute with nothing accepting.
+    let (first, other) = tokio::select! {
+        result = &mut ingest => (result.context("ingest task")?.context("ingest"), consumer),
+        result = &mut consumer => (result.context("consumer task")?.context("consumer"), ingest),
+    };
+    token.cancel();
+    let second = other.await.context("service task")?;
+    first.and(second)
+}

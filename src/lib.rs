@@ -1,0 +1,44 @@
+//! The operator CLI of hoox: run the pipeline on a laptop, migrate the database, and
+//! follow a signal through the system.
+
+pub mod commands;
+
+use clap::{Parser, Subcommand};
+use hoox_common::telemetry::LogArgs;
+
+/// hoox turns trading signals (TradingView alerts, scripts, any webhook producer) into
+/// orders on Bybit, Binance, MEXC or the built-in paper exchange.
+///
+/// Settings come from flags, the environment, or a `.env` file in the current folder.
+#[derive(Debug, Parser)]
+#[command(name = "hoox", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ingest and consumer in one process, on local defaults (paper trading).
+    ///
+    /// Prints the webhook URL and a ready-to-paste curl command. Stops on Ctrl-C after
+    /// finishing the batch in flight.
+    Run(commands::run::RunArgs),
+    /// Create the database if needed and apply pending migrations.
+    Migrate(commands::migrate::MigrateArgs),
+    /// Show the life of one signal, from webhook to fill or dead letter.
+    Trace(commands::trace::TraceArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
