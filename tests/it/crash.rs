@@ -1,0 +1,117 @@
+//! A consumer killed in the middle of a batch loses nothing and trades nothing twice.
+
+use std::net::TcpListener as StdListener;
+use std::process::Stdio;
+
+use hoox_common::runtime_config::PAPER_LATENCY_MS;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+use crate::support::{
+    count, database_url, eventually, signal, Options, TestApp, API_KEY, INTERNAL_KEY,
+};
+
+fn free_addr() -> String {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// `hoox run` as a child process consuming `app`'s queue.
+fn spawn_hoox(app: &TestApp) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hoox"))
+        .arg("run")
+        .env("DATABASE_URL", database_url(&app.pool))
+        .env("AMQP_URL", crate::support::amqp_url())
+        .env("HOOX_QUEUE", app.topology.queue())
+        .env(
+            "HOOX_RETRY_BASE_MS",
+            app.topology.retry_policy().base.as_millis().to_string(),
+        )
+        .env(
+            "HOOX_RETRY_MAX_ATTEMPTS",
+            app.topology.retry_policy().max_attempts.to_string(),
+        )
+        .env(
+            "HOOX_RETRY_MAX_DELAY_MS",
+            app.topology
+                .retry_policy()
+                .max_delay
+                .as_millis()
+                .to_string(),
+        )
+        .env("HOOX_INGEST_ADDR", free_addr())
+        .env("HOOX_CONSUMER_ADDR", free_addr())
+        .env("HOOX_WEBHOOK_API_KEY", API_KEY)
+        .env("HOOX_INTERNAL_KEY", INTERNAL_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hoox run starts")
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: PgPool) {
+    // Ingest in this process; the consumer is a separate `hoox run` we can SIGKILL.
+    let app = TestApp::with(
+        pool.clone(),
+        Options {
+            consumer: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.ready().await;
+    // Each paper order takes 100 ms, so a batch of ten same-symbol signals is in
+    // flight for about a second: long enough to kill it in the middle.
+    app.set_config(PAPER_LATENCY_MS, "100").await;
+    for i in 0..20 {
+        let mut body = signal("BTCUSDT");
+        body["idempotencyKey"] = json!(format!("crash-{i}"));
+        let (status, envelope) = app.post(&body).await;
+        assert_eq!(status, 202, "{envelope}");
+    }
+
+    let mut first = spawn_hoox(&app);
+    eventually(
+        "orders placed but their batch not yet committed",
+        || async {
+            let placed = count(&pool, "SELECT count(*) FROM paper_orders").await;
+            let filled = count(&pool, "SELECT count(*) FROM fills").await;
+            (placed >= 2 && filled < placed).then_some(())
+        },
+    )
+    .await;
+    first.kill().await.expect("SIGKILL");
+    let placed_before_restart = count(&pool, "SELECT count(*) FROM paper_orders").await;
+    assert!(placed_before_restart > count(&pool, "SELECT count(*) FROM fills").await);
+
+    let mut second = spawn_hoox(&app);
+    eventually("all 20 fills", || async {
+        (count(&pool, "SELECT count(*) FROM fills").await == 20).then_some(())
+    })
+    .await;
+    second.kill().await.expect("stop");
+
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM paper_orders").await,
+        20,
+        "no signal traded twice"
+    );
+    // Every fill points at the one order the paper exchange holds for it.
+    let mismatched = count(
+        &pool,
+        r#"SELECT count(*) FROM fills f JOIN paper_orders p ON p.client_order_id = f.client_order_id
+           WHERE f.exchange_order_id <> p.order_id::text"#,
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+    // The orders placed before the kill were found again by client order id, not re-placed.
+    let recovered = count(
+        &pool,
+        "SELECT count(*) FROM system_logs WHERE message LIKE 'order found on paper%'",
+    )
+    .await;
+    assert!(recovered >= 1, "redelivered orders were looked up");
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests of the pipeline against the real RabbitMQ and PostgreSQL.
+//!
+//! Each test gets a fresh database (`#[sqlx::test]`) and its own queue names, so tests
+//! run in parallel. `DATABASE_URL` names the server's maintenance database (see the
+//! README's test command); `AMQP_URL` defaults to the local broker.
+
+#![expect(
+    unreachable_pub,
+    reason = "helpers are `pub` for the test modules; this binary exports nothing"
+)]
+
+mod crash;
+mod pipeline;
+mod support;
+mod webhook;

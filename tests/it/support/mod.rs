@@ -1,0 +1,327 @@
+//! Test harness: an in-process ingest and consumer on a fresh database and a unique
+//! queue, waiting helpers with deadlines, and a broker proxy that can fail on demand.
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoox_common::amqp::Topology;
+use hoox_common::config::DEFAULT_AMQP_URL;
+use hoox_common::retry::RetryPolicy;
+use hoox_common::runtime_config::RuntimeConfig;
+use hoox_consumer::batch::BatchBounds;
+use hoox_consumer::exchange::paper::Paper;
+use hoox_consumer::exchange::router::ExchangeRouter;
+use hoox_consumer::exchange::Exchange;
+use hoox_consumer::worker::{Worker, WorkerSettings};
+use hoox_consumer::Consumer;
+use hoox_ingest::publisher::Publisher;
+use hoox_ingest::{AppState, Inner};
+use lapin::options::QueueDeleteOptions;
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The webhook key every test app accepts.
+pub const API_KEY: &str = "test-webhook-key";
+/// The message-signing key every test app uses.
+pub const INTERNAL_KEY: &str = "test-internal-key";
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The broker the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+}
+
+/// A queue name no other test uses.
+pub fn unique_queue() -> String {
+    format!("hoox-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The URL of the database behind `pool` (a `#[sqlx::test]` database).
+pub fn database_url(pool: &PgPool) -> String {
+    let master = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let db = pool
+        .connect_options()
+        .get_database()
+        .expect("test pools name their database")
+        .to_owned();
+    let (base, _) = master
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database path");
+    format!("{base}/{db}")
+}
+
+/// Polls `check` until it gives `Some`, failing the test at [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts rows of a query returning one bigint.
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// How a test app is put together.
+pub struct Options {
+    /// Broker URL for ingest (a proxy, or a dead port).
+    pub ingest_amqp_url: String,
+    /// Whether to run a consumer.
+    pub consumer: bool,
+    /// Exchanges the consumer routes to; paper when empty.
+    pub exchanges: Vec<Arc<dyn Exchange>>,
+    /// Batch bounds.
+    pub bounds: BatchBounds,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+    /// Oldest signal executed.
+    pub signal_max_age: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ingest_amqp_url: amqp_url(),
+            consumer: true,
+            exchanges: Vec::new(),
+            bounds: BatchBounds {
+                size: 10,
+                timeout: Duration::from_millis(1000),
+            },
+            retry: RetryPolicy {
+                base: Duration::from_millis(5),
+                max_attempts: 3,
+                max_delay: Duration::from_millis(20),
+            },
+            signal_max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Ingest and (optionally) a consumer, in this process.
+pub struct TestApp {
+    /// Where ingest listens.
+    pub addr: SocketAddr,
+    /// The test's database.
+    pub pool: PgPool,
+    /// The test's queues.
+    pub topology: Topology,
+    /// The live config view ingest uses.
+    pub config: RuntimeConfig,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    token: CancellationToken,
+}
+
+impl TestApp {
+    /// An app with default options.
+    pub async fn start(pool: PgPool) -> Self {
+        Self::with(pool, Options::default()).await
+    }
+
+    /// An app with `options`.
+    pub async fn with(pool: PgPool, options: Options) -> Self {
+        let token = CancellationToken::new();
+        let topology = Topology::new(unique_queue(), options.retry);
+        let config = RuntimeConfig::start(pool.clone(), token.clone())
+            .await
+            .expect("config loads");
+        let internal_key = SecretString::from(INTERNAL_KEY.to_owned());
+
+        if options.consumer {
+            let exchanges = if options.exchanges.is_empty() {
+                vec![Arc::new(Paper::new(pool.clone(), config.clone())) as Arc<dyn Exchange>]
+            } else {
+                options.exchanges
+            };
+            let router = ExchangeRouter::new(exchanges, config.clone());
+            let worker = Worker::new(
+                pool.clone(),
+                config.clone(),
+                Arc::new(router),
+                WorkerSettings {
+                    internal_key: internal_key.clone(),
+                    signal_max_age: options.signal_max_age,
+                    retry: options.retry,
+                },
+            );
+            let consumer = Consumer::new(
+                worker,
+                topology.clone(),
+                SecretString::from(amqp_url()),
+                options.bounds,
+            );
+            tokio::spawn(consumer.run(token.clone()));
+        }
+
+        let publisher = Publisher::start(
+            SecretString::from(options.ingest_amqp_url),
+            topology.clone(),
+            token.clone(),
+        );
+        let state = AppState::new(Inner {
+            pool: pool.clone(),
+            publisher,
+            config: config.clone(),
+            api_key: SecretString::from(API_KEY.to_owned()),
+            internal_key,
+            idempotency_ttl: Duration::from_secs(86_400),
+            duplicate_window: Duration::from_secs(60),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(hoox_ingest::serve(listener, state, token.clone()));
+
+        Self {
+            addr,
+            pool,
+            topology,
+            config,
+            http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    /// The webhook URL.
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+
+    /// Waits until ingest is ready to queue signals.
+    pub async fn ready(&self) {
+        let url = format!("http://{}/readyz", self.addr);
+        eventually("ingest readiness", || async {
+            let response = self.http.get(&url).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Posts a JSON webhook; returns the status and the envelope.
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string(), &[]).await
+    }
+
+    /// Posts `body` as-is with extra `headers`.
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self.http.post(self.webhook_url()).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("ingest answers");
+        let status = response.status().as_u16();
+        let envelope = response.json().await.expect("ingest answers JSON");
+        (status, envelope)
+    }
+
+    /// Sets a config key and waits until this app's processes see it.
+    pub async fn set_config(&self, key: &str, value: &str) {
+        sqlx::query("INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .expect("config write");
+        let (key, value) = (key.to_owned(), value.to_owned());
+        tokio::time::timeout(
+            DEADLINE,
+            self.config
+                .wait_until(move |m: &HashMap<String, String>| m.get(&key) == Some(&value)),
+        )
+        .await
+        .expect("config change seen");
+    }
+
+    /// Waits until `request_id` has a fill, and returns how many fills it has.
+    pub async fn wait_for_fill(&self, request_id: &str) -> i64 {
+        let id: uuid::Uuid = request_id.parse().expect("request ids are uuids");
+        eventually("the fill", || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fills WHERE request_id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+            (n > 0).then_some(n)
+        })
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.token.cancel();
+        let topology = self.topology.clone();
+        // Quorum queues outlive connections: delete this test's queues. Drop cannot
+        // await, so a short-lived runtime on its own thread does it.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(delete_queues(&topology));
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// Deletes the queues of `topology`.
+pub async fn delete_queues(topology: &Topology) {
+    let Ok(connection) =
+        hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test-cleanup").await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let mut names = vec![topology.queue().to_owned(), topology.dlq()];
+    names.extend(
+        topology
+            .retry_policy()
+            .tiers()
+            .into_iter()
+            .map(|d| topology.retry_queue(d)),
+    );
+    for name in names {
+        let _ = channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// A valid webhook body for `symbol`.
+pub fn signal(symbol: &str) -> Value {
+    serde_json::json!({
+        "apiKey": API_KEY,
+        "action": "LONG",
+        "symbol": symbol,
+        "quantity": 0.005,
+        "price": 68000,
+    })
+}
