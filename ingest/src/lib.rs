@@ -128,7 +128,7 @@ pub async fn run(
     let config = RuntimeConfig::start(pool.clone(), token.clone())
         .await
         .context("cannot read the config table")?;
-    let publisher = Publisher::start(
+    let (publisher, supervisor) = Publisher::start(
         service.amqp.amqp_url.clone(),
         service.amqp.topology(),
         token.clone(),
@@ -143,7 +143,10 @@ pub async fn run(
         duplicate_window: args.duplicate_window(),
     });
     tracing::info!(addr = %args.ingest_addr, "ingest listening");
-    serve(listener, state, token)
+    let served = serve(listener, state, token)
         .await
-        .context("ingest server failed")
+        .context("ingest server failed");
+    // The server returns once shutdown began; let the publisher close its connection.
+    let _ = supervisor.await;
+    served
 }

@@ -19,6 +19,7 @@ use lapin::{BasicProperties, Channel, Event};
 use lapin::{Confirmation, PublisherConfirm};
 use secrecy::SecretString;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -80,8 +81,13 @@ struct Inner {
 }
 
 impl Publisher {
-    /// Starts the supervisor; the publisher is ready once it has connected.
-    pub fn start(url: SecretString, topology: Topology, token: CancellationToken) -> Self {
+    /// Starts the supervisor, which runs until `token` is cancelled and then closes the
+    /// connection; the publisher is ready once it has connected.
+    pub fn start(
+        url: SecretString,
+        topology: Topology,
+        token: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let publisher = Self {
             inner: Arc::new(Inner {
                 channel: RwLock::new(None),
@@ -89,8 +95,8 @@ impl Publisher {
                 topology,
             }),
         };
-        tokio::spawn(publisher.clone().supervise(url, token));
-        publisher
+        let supervisor = tokio::spawn(publisher.clone().supervise(url, token));
+        (publisher, supervisor)
     }
 
     /// Whether a confirm channel is open.

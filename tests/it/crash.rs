@@ -114,4 +114,5 @@ async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: 
     )
     .await;
     assert!(recovered >= 1, "redelivered orders were looked up");
+    app.stop().await;
 }

@@ -90,6 +90,7 @@ async fn webhook_becomes_exactly_one_fill_and_trace_shows_its_life(pool: PgPool)
             .unwrap_or_else(|| panic!("`{step}` missing or out of order in:\n{printed}"));
         from += at + step.len();
     }
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -138,6 +139,7 @@ async fn fifty_signals_at_once_are_filled_exactly_once_in_batches_of_at_most_ten
     )
     .await;
     assert!(declared <= 10, "a batch of {declared}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -222,6 +224,7 @@ async fn forged_or_unsigned_messages_are_dead_lettered_and_never_executed(pool: 
         2
     );
     let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
 }
 
 /// An exchange that records the order of calls per symbol and how many run at once.

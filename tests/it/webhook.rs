@@ -37,6 +37,7 @@ async fn accepted_webhook_answers_202_with_a_uuid_v4_request_id(pool: PgPool) {
         .parse()
         .unwrap();
     assert_eq!(id.get_version_num(), 4);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -55,6 +56,7 @@ async fn tradingview_text_plain_body_with_trailing_newline_is_accepted(pool: PgP
         .post_raw(body, &[("content-type", "text/plain; charset=utf-8")])
         .await;
     assert_eq!(status, 202, "{envelope}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -80,6 +82,7 @@ async fn body_over_64_kib_is_rejected_with_413_before_anything_else(pool: PgPool
     let (status, _) = app.post_raw(reqwest::Body::wrap_stream(chunks), &[]).await;
     assert_eq!(status, 413);
     assert_eq!(queued(&app).await, 0);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -108,6 +111,7 @@ async fn body_that_is_not_a_json_object_is_rejected_with_400(pool: PgPool) {
             "{envelope}"
         );
     }
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -142,6 +146,7 @@ async fn wrong_or_missing_api_key_is_rejected_with_401(pool: PgPool) {
         .post_raw(missing.to_string(), &[("x-api-key", API_KEY)])
         .await;
     assert_eq!(status, 202, "{envelope}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -163,6 +168,7 @@ async fn config_api_key_overrides_the_environment_key(pool: PgPool) {
     rotated["apiKey"] = json!("rotated-key");
     let (status, envelope) = app.post(&rotated).await;
     assert_eq!(status, 202, "{envelope}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -205,6 +211,7 @@ async fn invalid_fields_are_rejected_with_400_naming_the_field(pool: PgPool) {
         "invalid signal: price: required for a limit order"
     );
     assert_eq!(queued(&app).await, 0, "nothing refused was remembered");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -233,6 +240,7 @@ async fn kill_switch_answers_503_to_authenticated_valid_signals_only(pool: PgPoo
         status, 202,
         "the producer's resend goes through: {envelope}"
     );
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -256,6 +264,7 @@ async fn identical_signal_within_the_window_is_a_409_with_the_first_request_id(p
     assert_eq!(dup["result"]["requestId"], first["result"]["requestId"]);
     // A different signal is not a duplicate.
     assert_eq!(app.post(&signal("ETHUSDT")).await.0, 202);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -287,6 +296,7 @@ async fn explicit_idempotency_keys_decide_duplicates(pool: PgPool) {
     // Same content, another key: a second, deliberate order.
     keyed["idempotencyKey"] = json!("alert-2");
     assert_eq!(app.post(&keyed).await.0, 202);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -305,6 +315,7 @@ async fn concurrent_identical_signals_are_accepted_once(pool: PgPool) {
     let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
     let duplicates = answers.iter().filter(|(s, _)| *s == 409).count();
     assert_eq!((accepted, duplicates), (1, 9), "{answers:?}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -330,6 +341,7 @@ async fn unreachable_broker_answers_503_and_releases_the_key(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -361,4 +373,5 @@ async fn resend_after_a_broker_outage_is_accepted_not_called_a_duplicate(pool: P
     let id = envelope["result"]["requestId"].as_str().unwrap().to_owned();
     assert_eq!(app.wait_for_fill(&id).await, 1);
     assert_eq!(count(&app.pool, "SELECT count(*) FROM fills").await, 1);
+    app.stop().await;
 }

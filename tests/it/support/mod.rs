@@ -26,6 +26,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The webhook key every test app accepts.
@@ -132,6 +133,7 @@ pub struct TestApp {
     /// An HTTP client.
     pub http: reqwest::Client,
     token: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -148,6 +150,7 @@ impl TestApp {
             .await
             .expect("config loads");
         let internal_key = SecretString::from(INTERNAL_KEY.to_owned());
+        let mut tasks = Vec::new();
 
         if options.consumer {
             let exchanges = if options.exchanges.is_empty() {
@@ -172,10 +175,10 @@ impl TestApp {
                 SecretString::from(amqp_url()),
                 options.bounds,
             );
-            tokio::spawn(consumer.run(token.clone()));
+            tasks.push(tokio::spawn(consumer.run(token.clone())));
         }
 
-        let publisher = Publisher::start(
+        let (publisher, supervisor) = Publisher::start(
             SecretString::from(options.ingest_amqp_url),
             topology.clone(),
             token.clone(),
@@ -191,7 +194,11 @@ impl TestApp {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(hoox_ingest::serve(listener, state, token.clone()));
+        let server = tokio::spawn(hoox_ingest::serve(listener, state, token.clone()));
+        tasks.push(supervisor);
+        tasks.push(tokio::spawn(async move {
+            let _ = server.await;
+        }));
 
         Self {
             addr,
@@ -200,6 +207,7 @@ impl TestApp {
             config,
             http: reqwest::Client::new(),
             token,
+            tasks,
         }
     }
 
@@ -272,20 +280,22 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops ingest and consumer, waits until they have let go of the broker, and
+    /// deletes this test's queues (quorum queues outlive their connections).
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        delete_queues(&self.topology).await;
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // A test that failed before `stop` still stops its tasks.
         self.token.cancel();
-        let topology = self.topology.clone();
-        // Quorum queues outlive connections: delete this test's queues. Drop cannot
-        // await, so a short-lived runtime on its own thread does it.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(delete_queues(&topology));
-            Ok::<(), std::io::Error>(())
-        })
-        .join();
     }
 }
 
