@@ -32,6 +32,10 @@ pub enum Command {
     Migrate(commands::migrate::MigrateArgs),
     /// Show the life of one signal, from webhook to fill or dead letter.
     Trace(commands::trace::TraceArgs),
+    /// Inspect, replay or purge dead letters (signals that could not be executed).
+    Dlq(commands::dlq::DlqArgs),
+    /// Halt or resume all trading; running services see the change within a second.
+    KillSwitch(commands::kill_switch::KillSwitchArgs),
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::retry::RetryPolicy;
@@ -130,4 +130,88 @@ async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), 
 pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(url.expose_secret(), properties).await
+}
+
+/// Why a confirmed publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The channel or connection failed.
+    #[error("broker connection failed: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused or could not route the message.
+    #[error("broker did not take the message for {queue}: {detail}")]
+    Refused {
+        /// The target queue.
+        queue: String,
+        /// What the broker said.
+        detail: String,
+    },
+}
+
+/// Publishes a persistent, mandatory message to `queue` and waits for the broker's
+/// confirm; `channel` must be in confirm mode. `Ok` means the broker has it on disk.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    headers: FieldTable,
+    message_id: Option<&str>,
+) -> Result<(), PublishError> {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        // 2 = persistent: written to disk before the broker confirms.
+        .with_delivery_mode(2)
+        .with_timestamp(now)
+        .with_headers(headers);
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(id.into());
+    }
+    let confirmation = channel
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue),
+            // mandatory: a message no queue takes comes back instead of vanishing.
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        other => Err(PublishError::Refused {
+            queue: queue.to_owned(),
+            detail: format!("{other:?}"),
+        }),
+    }
+}
+
+/// A text header value.
+pub fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+/// The text of header `name`, if present and textual.
+pub fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// The integer value of header `name`, if present and numeric.
+pub fn header_int(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
 }

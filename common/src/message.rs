@@ -37,7 +37,14 @@ pub struct QueueMessage {
     pub received_at: DateTime<Utc>,
     /// The validated signal.
     pub signal: Signal,
-    /// Earlier attempts, oldest first.
+    /// Attempts already made since the signal was accepted or last replayed.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When an operator last replayed it from the dead-letter queue; its age counts
+    /// from then, because a replay is an explicit decision to execute it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// Every earlier attempt, replays included, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
 }
@@ -76,6 +83,8 @@ impl QueueMessage {
             request_id,
             received_at,
             signal,
+            attempts: 0,
+            replayed_at: None,
             history: Vec::new(),
         }
     }
@@ -110,9 +119,31 @@ impl QueueMessage {
         Ok(message)
     }
 
-    /// Attempts made so far: the earlier ones plus the one under way.
+    /// The number of the attempt under way (1 for the first).
     pub fn attempt(&self) -> u32 {
-        u32::try_from(self.history.len()).map_or(u32::MAX, |n| n.saturating_add(1))
+        self.attempts.saturating_add(1)
+    }
+
+    /// When the signal's age starts: its receipt, or its latest replay.
+    pub fn age_origin(&self) -> DateTime<Utc> {
+        self.replayed_at.unwrap_or(self.received_at)
+    }
+
+    /// This message after a failed attempt: one more attempt made, and its record.
+    pub fn after_attempt(&self, record: AttemptRecord) -> Self {
+        let mut next = self.clone();
+        next.attempts = next.attempts.saturating_add(1);
+        next.history.push(record);
+        next
+    }
+
+    /// This message replayed by an operator at `at`: a fresh attempt count, its age
+    /// counted from now, and its history (receipt time included) kept.
+    pub fn replayed(&self, at: DateTime<Utc>) -> Self {
+        let mut next = self.clone();
+        next.attempts = 0;
+        next.replayed_at = Some(at);
+        next
     }
 }
 

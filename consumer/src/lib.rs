@@ -24,12 +24,9 @@ use hoox_common::message::{
 };
 use hoox_common::runtime_config::RuntimeConfig;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::Channel;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -217,70 +214,32 @@ impl Consumer {
 }
 
 fn incoming(delivery: &Delivery) -> Incoming {
-    let signature = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(HEADER_SIGNATURE))
-        .and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(s.to_string()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        });
     Incoming {
         body: delivery.data.clone(),
-        signature,
+        signature: amqp::header_text(delivery.properties.headers().as_ref(), HEADER_SIGNATURE),
         redelivered: delivery.redelivered,
     }
 }
 
-/// Publishes `message` to `queue` (persistent, mandatory) and waits for the confirm.
+/// Publishes `message` to `queue` with its signature and attempt count, confirmed.
 async fn publish(
     channel: &Channel,
     queue: &str,
     message: &Outgoing,
     mut headers: FieldTable,
-) -> anyhow::Result<()> {
+) -> Result<(), amqp::PublishError> {
     if let Some(signature) = &message.signature {
-        headers.insert(
-            HEADER_SIGNATURE.into(),
-            AMQPValue::LongString(signature.as_str().into()),
-        );
+        headers.insert(HEADER_SIGNATURE.into(), amqp::text(signature));
     }
-    if let Some(id) = message.request_id {
-        headers.insert(
-            HEADER_REQUEST_ID.into(),
-            AMQPValue::LongString(id.to_string().into()),
-        );
+    let id = message.request_id.map(|id| id.to_string());
+    if let Some(id) = &id {
+        headers.insert(HEADER_REQUEST_ID.into(), amqp::text(id));
     }
     headers.insert(
         HEADER_ATTEMPTS.into(),
         AMQPValue::LongLongInt(i64::from(message.attempts)),
     );
-    let mut properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    if let Some(id) = message.request_id {
-        properties = properties.with_message_id(id.to_string().into());
-    }
-    let confirmation = channel
-        .basic_publish(
-            ShortString::from(""),
-            ShortString::from(queue),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &message.body,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        other => anyhow::bail!("broker did not take the message for {queue}: {other:?}"),
-    }
+    amqp::publish_confirmed(channel, queue, &message.body, headers, id.as_deref()).await
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

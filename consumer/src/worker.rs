@@ -287,7 +287,7 @@ impl Worker {
             json!({"batch": batch, "redelivered": incoming.redelivered}),
         )];
 
-        let age = Utc::now().signed_duration_since(message.received_at);
+        let age = Utc::now().signed_duration_since(message.age_origin());
         let max_age = self.settings.signal_max_age;
         if age.to_std().is_ok_and(|age| age > max_age) {
             let error = format!(
@@ -436,8 +436,7 @@ impl Worker {
                     ),
                     error_context(&err),
                 ));
-                let mut next = message.clone();
-                next.history.push(record);
+                let next = message.after_attempt(record);
                 Processed {
                     fill: None,
                     logs,
@@ -462,8 +461,10 @@ impl Worker {
         record: Option<AttemptRecord>,
         mut logs: Vec<LogEntry>,
     ) -> Processed {
-        let mut dead = message.clone();
-        dead.history.extend(record);
+        let dead = match record {
+            Some(record) => message.after_attempt(record),
+            None => message.clone(),
+        };
         let outgoing = self.outgoing(&dead);
         logs.push(log(
             Severity::Error,
@@ -488,7 +489,7 @@ impl Worker {
             request_id: Some(message.request_id),
             body,
             signature: Some(signature),
-            attempts: u32::try_from(message.history.len()).unwrap_or(u32::MAX),
+            attempts: message.attempts,
         }
     }
 }

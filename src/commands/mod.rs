@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod dlq;
+pub mod kill_switch;
 pub mod migrate;
 pub mod run;
 pub mod trace;
@@ -12,5 +14,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Trace(args) => trace::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
+        Command::KillSwitch(args) => kill_switch::run(args).await,
     }
 }

@@ -11,5 +11,6 @@
 
 mod crash;
 mod pipeline;
+mod retry;
 mod support;
 mod webhook;

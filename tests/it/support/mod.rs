@@ -134,6 +134,14 @@ pub struct TestApp {
     pub http: reqwest::Client,
     token: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    consumer_settings: ConsumerSettings,
+    consumer: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+struct ConsumerSettings {
+    bounds: BatchBounds,
+    retry: RetryPolicy,
+    signal_max_age: Duration,
 }
 
 impl TestApp {
@@ -152,32 +160,11 @@ impl TestApp {
         let internal_key = SecretString::from(INTERNAL_KEY.to_owned());
         let mut tasks = Vec::new();
 
-        if options.consumer {
-            let exchanges = if options.exchanges.is_empty() {
-                vec![Arc::new(Paper::new(pool.clone(), config.clone())) as Arc<dyn Exchange>]
-            } else {
-                options.exchanges
-            };
-            let router = ExchangeRouter::new(exchanges, config.clone());
-            let worker = Worker::new(
-                pool.clone(),
-                config.clone(),
-                Arc::new(router),
-                WorkerSettings {
-                    internal_key: internal_key.clone(),
-                    signal_max_age: options.signal_max_age,
-                    retry: options.retry,
-                },
-            );
-            let consumer = Consumer::new(
-                worker,
-                topology.clone(),
-                SecretString::from(amqp_url()),
-                options.bounds,
-            );
-            tasks.push(tokio::spawn(consumer.run(token.clone())));
-        }
-
+        let consumer_settings = ConsumerSettings {
+            bounds: options.bounds,
+            retry: options.retry,
+            signal_max_age: options.signal_max_age,
+        };
         let (publisher, supervisor) = Publisher::start(
             SecretString::from(options.ingest_amqp_url),
             topology.clone(),
@@ -200,7 +187,7 @@ impl TestApp {
             let _ = server.await;
         }));
 
-        Self {
+        let mut app = Self {
             addr,
             pool,
             topology,
@@ -208,6 +195,50 @@ impl TestApp {
             http: reqwest::Client::new(),
             token,
             tasks,
+            consumer_settings,
+            consumer: None,
+        };
+        if options.consumer {
+            app.start_consumer(options.exchanges);
+        }
+        app
+    }
+
+    /// Starts a consumer routing to `exchanges` (paper when empty).
+    pub fn start_consumer(&mut self, exchanges: Vec<Arc<dyn Exchange>>) {
+        let settings = &self.consumer_settings;
+        let exchanges = if exchanges.is_empty() {
+            vec![Arc::new(Paper::new(self.pool.clone(), self.config.clone())) as Arc<dyn Exchange>]
+        } else {
+            exchanges
+        };
+        let router = ExchangeRouter::new(exchanges, self.config.clone());
+        let worker = Worker::new(
+            self.pool.clone(),
+            self.config.clone(),
+            Arc::new(router),
+            WorkerSettings {
+                internal_key: SecretString::from(INTERNAL_KEY.to_owned()),
+                signal_max_age: settings.signal_max_age,
+                retry: settings.retry,
+            },
+        );
+        let consumer = Consumer::new(
+            worker,
+            self.topology.clone(),
+            SecretString::from(amqp_url()),
+            settings.bounds,
+        );
+        let token = self.token.child_token();
+        let task = tokio::spawn(consumer.run(token.clone()));
+        self.consumer = Some((token, task));
+    }
+
+    /// Stops the consumer after the batch in flight, and waits until it has.
+    pub async fn stop_consumer(&mut self) {
+        if let Some((token, task)) = self.consumer.take() {
+            token.cancel();
+            let _ = task.await;
         }
     }
 
@@ -284,6 +315,7 @@ impl TestApp {
     /// Stops ingest and consumer, waits until they have let go of the broker, and
     /// deletes this test's queues (quorum queues outlive their connections).
     pub async fn stop(mut self) {
+        self.stop_consumer().await;
         self.token.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;

@@ -1,0 +1,85 @@
+//! `hoox kill-switch show|on|off`: stop or resume all trading.
+
+use anyhow::Context;
+use hoox_common::config::DatabaseArgs;
+use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::runtime_config::{is_on, KILL_SWITCH};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Arguments of `hoox kill-switch`.
+#[derive(Debug, clap::Args)]
+pub struct KillSwitchArgs {
+    #[command(subcommand)]
+    pub command: KillSwitchCommand,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// The kill switch's subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum KillSwitchCommand {
+    /// Print whether trading is halted.
+    Show,
+    /// Halt trading: ingest answers 503, consumers dead-letter what is queued.
+    On,
+    /// Resume trading.
+    Off,
+}
+
+/// Whether the kill switch is on.
+pub async fn state(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM config WHERE key = $1")
+        .bind(KILL_SWITCH)
+        .fetch_optional(pool)
+        .await?;
+    Ok(value.is_some_and(|v| is_on(&v)))
+}
+
+/// Sets the kill switch and records who did it in `system_logs`, in one transaction.
+pub async fn set(pool: &PgPool, on: bool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        r#"
+        INSERT INTO config (key, value) VALUES ($1, $2)
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+        "#,
+    )
+    .bind(KILL_SWITCH)
+    .bind(if on { "true" } else { "false" })
+    .execute(&mut *tx)
+    .await?;
+    let message = if on {
+        "kill switch turned ON: trading halted"
+    } else {
+        "kill switch turned OFF: trading resumed"
+    };
+    let entry = LogEntry::now(
+        Worker::Cli,
+        Severity::Warn,
+        None,
+        message,
+        json!({"key": KILL_SWITCH, "on": on}),
+    );
+    insert_logs(&mut *tx, &[entry]).await?;
+    tx.commit().await
+}
+
+/// Runs `hoox kill-switch`.
+pub async fn run(args: KillSwitchArgs) -> anyhow::Result<()> {
+    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+        .await
+        .context("cannot open the database")?;
+    match args.command {
+        KillSwitchCommand::Show => {}
+        KillSwitchCommand::On => set(&pool, true).await?,
+        KillSwitchCommand::Off => set(&pool, false).await?,
+    }
+    if state(&pool).await? {
+        println!("kill switch: ON — trading is halted");
+    } else {
+        println!("kill switch: off — trading is live");
+    }
+    Ok(())
+}
