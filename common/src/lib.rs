@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod logs;
 pub mod message;
 pub mod retry;

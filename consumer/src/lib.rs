@@ -28,7 +28,6 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Conf
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Channel;
 use secrecy::SecretString;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -258,18 +257,12 @@ struct Health {
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let broker = health.connected.load(Ordering::SeqCst);
-    let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
-    let ready = broker && database;
+    let (ready, body) = hoox_common::health::readiness(broker, &health.pool).await;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "success": ready,
-        "result": {"broker": broker, "database": database},
-        "error": (!ready).then_some("not ready: broker or database unreachable"),
-    });
     (status, Json(body))
 }
 
@@ -278,9 +271,7 @@ pub fn health_router(pool: sqlx::PgPool, connected: Arc<AtomicBool>) -> Router {
     Router::new()
         .route(
             "/healthz",
-            get(|| async {
-                Json(json!({"success": true, "result": {"status": "ok"}, "error": null}))
-            }),
+            get(|| async { Json(hoox_common::health::alive()) }),
         )
         .route("/readyz", get(readyz))
         .with_state(Health { pool, connected })

@@ -6,11 +6,9 @@ use std::process::Stdio;
 use hoox_common::runtime_config::PAPER_LATENCY_MS;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::support::{
-    count, database_url, eventually, signal, Options, TestApp, API_KEY, INTERNAL_KEY,
-};
+use crate::support::{count, eventually, signal, TestApp};
 
 fn free_addr() -> String {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind");
@@ -19,34 +17,12 @@ fn free_addr() -> String {
 
 /// `hoox run` as a child process consuming `app`'s queue.
 fn spawn_hoox(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hoox"))
+    app.hoox()
         .arg("run")
-        .env("DATABASE_URL", database_url(&app.pool))
-        .env("AMQP_URL", crate::support::amqp_url())
-        .env("HOOX_QUEUE", app.topology.queue())
-        .env(
-            "HOOX_RETRY_BASE_MS",
-            app.topology.retry_policy().base.as_millis().to_string(),
-        )
-        .env(
-            "HOOX_RETRY_MAX_ATTEMPTS",
-            app.topology.retry_policy().max_attempts.to_string(),
-        )
-        .env(
-            "HOOX_RETRY_MAX_DELAY_MS",
-            app.topology
-                .retry_policy()
-                .max_delay
-                .as_millis()
-                .to_string(),
-        )
         .env("HOOX_INGEST_ADDR", free_addr())
         .env("HOOX_CONSUMER_ADDR", free_addr())
-        .env("HOOX_WEBHOOK_API_KEY", API_KEY)
-        .env("HOOX_INTERNAL_KEY", INTERNAL_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("hoox run starts")
 }
@@ -54,14 +30,7 @@ fn spawn_hoox(app: &TestApp) -> Child {
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: PgPool) {
     // Ingest in this process; the consumer is a separate `hoox run` we can SIGKILL.
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool.clone()).await;
     app.ready().await;
     // Each paper order takes 100 ms, so a batch of ten same-symbol signals is in
     // flight for about a second: long enough to kill it in the middle.

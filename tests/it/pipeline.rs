@@ -24,9 +24,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{
-    amqp_url, count, database_url, eventually, signal, Options, TestApp, INTERNAL_KEY,
-};
+use crate::support::{amqp_url, count, eventually, filled, signal, Options, TestApp, INTERNAL_KEY};
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn webhook_becomes_exactly_one_fill_and_trace_shows_its_life(pool: PgPool) {
@@ -63,9 +61,9 @@ async fn webhook_becomes_exactly_one_fill_and_trace_shows_its_life(pool: PgPool)
         "client order id is the request id's hex"
     );
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"))
+    let output = app
+        .hoox()
         .args(["trace", &id])
-        .env("DATABASE_URL", database_url(&pool))
         .output()
         .await
         .expect("hoox trace runs");
@@ -282,14 +280,7 @@ impl Exchange for Probe {
             .unwrap()
             .get_mut(&symbol)
             .unwrap() -= 1;
-        Ok(OrderAck {
-            exchange_order_id: order.client_order_id.as_str().to_owned(),
-            status: "filled".to_owned(),
-            fill_price: order.price,
-            fill_quantity: Some(order.quantity),
-            placed_at: Utc::now(),
-            raw: json!({}),
-        })
+        Ok(filled(order, order.client_order_id.as_str().to_owned()))
     }
 
     async fn order_by_client_id(

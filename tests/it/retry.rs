@@ -20,9 +20,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{
-    amqp_url, count, database_url, eventually, signal, Options, TestApp, INTERNAL_KEY,
-};
+use crate::support::{amqp_url, count, eventually, filled, signal, Options, TestApp, INTERNAL_KEY};
 
 /// An exchange whose answers a test scripts: queued answers first, then the default.
 struct Scripted {
@@ -93,14 +91,10 @@ impl Exchange for Scripted {
             return Err(err);
         }
         self.placed.fetch_add(1, Ordering::SeqCst);
-        Ok(OrderAck {
-            exchange_order_id: format!("scripted-{}", order.client_order_id.as_str()),
-            status: "filled".to_owned(),
-            fill_price: order.price,
-            fill_quantity: Some(order.quantity),
-            placed_at: Utc::now(),
-            raw: json!({}),
-        })
+        Ok(filled(
+            order,
+            format!("scripted-{}", order.client_order_id.as_str()),
+        ))
     }
 
     async fn order_by_client_id(
@@ -428,27 +422,9 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
     assert_eq!(again, ids, "listing neither loses nor reorders");
 
     // `hoox dlq show --json` through the real binary.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"))
+    let output = app
+        .hoox()
         .args(["dlq", "show", &ids[1], "--json"])
-        .env("DATABASE_URL", database_url(&pool))
-        .env("HOOX_QUEUE", app.topology.queue())
-        .env(
-            "HOOX_RETRY_BASE_MS",
-            app.topology.retry_policy().base.as_millis().to_string(),
-        )
-        .env(
-            "HOOX_RETRY_MAX_ATTEMPTS",
-            app.topology.retry_policy().max_attempts.to_string(),
-        )
-        .env(
-            "HOOX_RETRY_MAX_DELAY_MS",
-            app.topology
-                .retry_policy()
-                .max_delay
-                .as_millis()
-                .to_string(),
-        )
-        .env("HOOX_INTERNAL_KEY", INTERNAL_KEY)
         .output()
         .await
         .unwrap();
@@ -518,24 +494,12 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn kill_switch_cli_halts_a_running_ingest_within_a_second_and_is_audited(pool: PgPool) {
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool.clone()).await;
     app.ready().await;
     let hoox = |arg: &'static str| {
-        let url = database_url(&pool);
+        let mut command = app.hoox();
         async move {
-            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"))
-                .args(["kill-switch", arg])
-                .env("DATABASE_URL", url)
-                .output()
-                .await
-                .unwrap();
+            let output = command.args(["kill-switch", arg]).output().await.unwrap();
             assert!(output.status.success());
             String::from_utf8(output.stdout).unwrap()
         }

@@ -17,14 +17,7 @@ async fn queued(app: &TestApp) -> i64 {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn accepted_webhook_answers_202_with_a_uuid_v4_request_id(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     let (status, envelope) = app.post(&signal("BTCUSDT")).await;
     assert_eq!(status, 202, "{envelope}");
@@ -42,14 +35,7 @@ async fn accepted_webhook_answers_202_with_a_uuid_v4_request_id(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn tradingview_text_plain_body_with_trailing_newline_is_accepted(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     let body = format!("{}\n", signal("BYBIT:ETHUSDT.P"));
     let (status, envelope) = app
@@ -61,14 +47,7 @@ async fn tradingview_text_plain_body_with_trailing_newline_is_accepted(pool: PgP
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn body_over_64_kib_is_rejected_with_413_before_anything_else(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     let mut huge = signal("BTCUSDT");
     huge["apiKey"] = json!("wrong");
     huge["pad"] = json!("x".repeat(70 * 1024));
@@ -87,14 +66,7 @@ async fn body_over_64_kib_is_rejected_with_413_before_anything_else(pool: PgPool
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn body_that_is_not_a_json_object_is_rejected_with_400(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     for body in [
         "",
         "not json",
@@ -116,14 +88,7 @@ async fn body_that_is_not_a_json_object_is_rejected_with_400(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn wrong_or_missing_api_key_is_rejected_with_401(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     let mut wrong = signal("BTCUSDT");
     wrong["apiKey"] = json!("test-webhook-keY");
     let mut missing = signal("BTCUSDT");
@@ -151,14 +116,7 @@ async fn wrong_or_missing_api_key_is_rejected_with_401(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn config_api_key_overrides_the_environment_key(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     app.set_config(WEBHOOK_API_KEY, &hash_secret("rotated-key"))
         .await;
@@ -173,14 +131,7 @@ async fn config_api_key_overrides_the_environment_key(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn invalid_fields_are_rejected_with_400_naming_the_field(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     let cases = [
         ("quantity", json!("abc")),
         ("quantity", json!(0)),
@@ -216,14 +167,7 @@ async fn invalid_fields_are_rejected_with_400_naming_the_field(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn kill_switch_answers_503_to_authenticated_valid_signals_only(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     app.set_config(KILL_SWITCH, "true").await;
     let (status, envelope) = app.post(&signal("BTCUSDT")).await;
@@ -245,14 +189,7 @@ async fn kill_switch_answers_503_to_authenticated_valid_signals_only(pool: PgPoo
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn identical_signal_within_the_window_is_a_409_with_the_first_request_id(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     let (status, first) = app.post(&signal("BTCUSDT")).await;
     assert_eq!(status, 202);
@@ -269,14 +206,7 @@ async fn identical_signal_within_the_window_is_a_409_with_the_first_request_id(p
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn explicit_idempotency_keys_decide_duplicates(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     let mut keyed = signal("BTCUSDT");
     keyed["idempotencyKey"] = json!("alert-1");
@@ -301,14 +231,7 @@ async fn explicit_idempotency_keys_decide_duplicates(pool: PgPool) {
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn concurrent_identical_signals_are_accepted_once(pool: PgPool) {
-    let app = TestApp::with(
-        pool,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::ingest_only(pool).await;
     app.ready().await;
     let body = signal("BTCUSDT");
     let answers = futures_util::future::join_all((0..10).map(|_| app.post(&body))).await;

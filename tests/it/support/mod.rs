@@ -242,6 +242,38 @@ impl TestApp {
         }
     }
 
+    /// An ingest without a consumer.
+    pub async fn ingest_only(pool: PgPool) -> Self {
+        Self::with(
+            pool,
+            Options {
+                consumer: false,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// The `hoox` binary, configured for this app's database, queues and keys.
+    pub fn hoox(&self) -> tokio::process::Command {
+        let retry = self.topology.retry_policy();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"));
+        command
+            .env("DATABASE_URL", database_url(&self.pool))
+            .env("AMQP_URL", amqp_url())
+            .env("HOOX_QUEUE", self.topology.queue())
+            .env("HOOX_RETRY_BASE_MS", retry.base.as_millis().to_string())
+            .env("HOOX_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
+            .env(
+                "HOOX_RETRY_MAX_DELAY_MS",
+                retry.max_delay.as_millis().to_string(),
+            )
+            .env("HOOX_WEBHOOK_API_KEY", API_KEY)
+            .env("HOOX_INTERNAL_KEY", INTERNAL_KEY)
+            .kill_on_drop(true);
+        command
+    }
+
     /// The webhook URL.
     pub fn webhook_url(&self) -> String {
         format!("http://{}/webhook", self.addr)
@@ -366,4 +398,19 @@ pub fn signal(symbol: &str) -> Value {
         "quantity": 0.005,
         "price": 68000,
     })
+}
+
+/// What an exchange answers for an order it filled in full at the order's price.
+pub fn filled(
+    order: &hoox_consumer::exchange::OrderRequest,
+    exchange_order_id: String,
+) -> hoox_consumer::exchange::OrderAck {
+    hoox_consumer::exchange::OrderAck {
+        exchange_order_id,
+        status: "filled".to_owned(),
+        fill_price: order.price,
+        fill_quantity: Some(order.quantity),
+        placed_at: chrono::Utc::now(),
+        raw: serde_json::json!({}),
+    }
 }
