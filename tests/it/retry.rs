@@ -161,6 +161,7 @@ async fn dequeue_times(pool: &PgPool, id: &str) -> Vec<DateTime<Utc>> {
 async fn publish_signed(app: &TestApp, connection: &Connection, message: &QueueMessage) {
     let (body, signature) = message.encode(&SecretString::from(INTERNAL_KEY.to_owned()));
     let channel = connection.create_channel().await.unwrap();
+    app.topology.declare(&channel).await.unwrap();
     channel.confirm_select(Default::default()).await.unwrap();
     let mut headers = FieldTable::default();
     headers.insert(HEADER_SIGNATURE.into(), hoox_common::amqp::text(&signature));
