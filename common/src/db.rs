@@ -9,6 +9,8 @@ use sqlx::migrate::{MigrateDatabase, MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use crate::retry::{sleep_unless_cancelled, Reconnect};
+
 /// The schema, from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
@@ -54,8 +56,9 @@ pub async fn connect_with_retry(
     max_connections: u32,
     token: &tokio_util::sync::CancellationToken,
 ) -> Option<PgPool> {
-    let mut delay = Duration::from_millis(200);
+    let mut reconnect = Reconnect::new();
     loop {
+        let delay = reconnect.next_delay();
         match connect_and_migrate(url, max_connections).await {
             Ok(pool) => return Some(pool),
             Err(DbError::Migrate(err)) => {
@@ -65,10 +68,8 @@ pub async fn connect_with_retry(
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable; retrying")
             }
         }
-        tokio::select! {
-            () = token.cancelled() => return None,
-            () = tokio::time::sleep(delay) => {}
+        if !sleep_unless_cancelled(delay, token).await {
+            return None;
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

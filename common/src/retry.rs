@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
+
 /// Exponential backoff: the wait after attempt `n` is `base·2^(n-1)`, capped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -41,6 +44,45 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             max_delay: Duration::from_millis(480_000),
         }
+    }
+}
+
+/// Waits between attempts to reach a broker or database that is down: 100 ms,
+/// doubling to 5 s, for as long as it takes.
+#[derive(Debug)]
+pub struct Reconnect {
+    delays: ExponentialBackoff,
+}
+
+impl Reconnect {
+    /// A fresh schedule, starting at 100 ms.
+    pub fn new() -> Self {
+        Self {
+            delays: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .build(),
+        }
+    }
+
+    /// The next wait.
+    pub fn next_delay(&mut self) -> Duration {
+        self.delays.next().unwrap_or(Duration::from_secs(5))
+    }
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sleeps `delay`; returns `false` at once if `token` is cancelled first.
+pub async fn sleep_unless_cancelled(delay: Duration, token: &CancellationToken) -> bool {
+    tokio::select! {
+        () = token.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
     }
 }
 
@@ -94,6 +136,17 @@ mod tests {
         };
         assert_eq!(policy.delay_after(40), Some(secs(480)));
         assert_eq!(policy.delay_after(0), None);
+    }
+
+    #[test]
+    fn reconnect_waits_double_up_to_five_seconds() {
+        let mut reconnect = Reconnect::new();
+        let delays: Vec<_> = (0..9).map(|_| reconnect.next_delay()).collect();
+        // backon multiplies in f32: compare whole milliseconds.
+        let millis: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(&millis[..3], &[100, 200, 400]);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert_eq!(millis[8], 5_000);
     }
 
     #[test]

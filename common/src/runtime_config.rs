@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::{sleep_unless_cancelled, Reconnect};
 use crate::signal::{ExchangeName, Symbol};
 
 /// `trade:kill_switch`: `true` stops all trading.
@@ -145,25 +146,24 @@ async fn refresh(pool: PgPool, tx: watch::Sender<Snapshot>, token: CancellationT
             changed
         });
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut reconnect = Reconnect::new();
     while !token.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!(error = %err, "config listener cannot connect; retrying");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                tracing::warn!(error = %err, "config listener cannot LISTEN; retrying");
+                if !sleep_unless_cancelled(reconnect.next_delay(), &token).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        if let Err(err) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %err, "config listener cannot LISTEN; retrying");
-            continue;
-        }
-        backoff = Duration::from_millis(100);
+        reconnect = Reconnect::new();
         // Changes made before LISTEN took effect are read here.
         if let Ok(values) = load(&pool).await {
             reload(&tx, values);

@@ -17,11 +17,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use hoox_common::amqp::{self, Topology};
 use hoox_common::message::{
     HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID, HEADER_SIGNATURE,
 };
+use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use hoox_common::runtime_config::RuntimeConfig;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
@@ -70,18 +70,15 @@ impl Consumer {
     /// Consumes until `token` is cancelled, reconnecting with backoff whenever the
     /// broker goes away. A batch in flight is finished before returning.
     pub async fn run(self, token: CancellationToken) {
-        let mut delays = backoff();
+        let mut reconnect = Reconnect::new();
         while !token.is_cancelled() {
             match self.consume(&token).await {
-                Ok(()) => delays = backoff(),
+                Ok(()) => reconnect = Reconnect::new(),
                 Err(err) => {
                     self.connected.store(false, Ordering::SeqCst);
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = reconnect.next_delay();
                     tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "consumer lost the message broker; reconnecting");
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
-                    }
+                    sleep_unless_cancelled(delay, &token).await;
                 }
             }
         }
@@ -239,14 +236,6 @@ async fn publish(
         AMQPValue::LongLongInt(i64::from(message.attempts)),
     );
     amqp::publish_confirmed(channel, queue, &message.body, headers, id.as_deref()).await
-}
-
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build()
 }
 
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use hoox_common::logs::{LogEntry, Severity, Worker as LogWorker};
 use hoox_common::message::{AttemptRecord, DecodeError, QueueMessage};
-use hoox_common::retry::RetryPolicy;
+use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
 use hoox_common::runtime_config::RuntimeConfig;
 use secrecy::SecretString;
 use serde_json::json;
@@ -164,11 +164,6 @@ impl Worker {
         }
     }
 
-    /// The database the worker records in.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Processes a batch; the result is in delivery order.
     pub async fn process(
         &self,
@@ -255,19 +250,17 @@ impl Worker {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
-        let mut delay = Duration::from_millis(100);
+        let mut reconnect = Reconnect::new();
         loop {
-            match call().await {
+            let err = match call().await {
                 Ok(value) => return Ok(value),
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch waits");
-                }
+                Err(err) => err,
+            };
+            let delay = reconnect.next_delay();
+            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch waits");
+            if !sleep_unless_cancelled(delay, token).await {
+                return Err(Interrupted);
             }
-            tokio::select! {
-                () = token.cancelled() => return Err(Interrupted),
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -7,12 +7,11 @@
 //! answers 503 so the producer resends.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use hoox_common::amqp::{self, Topology};
 use hoox_common::message::{HEADER_REQUEST_ID, HEADER_SIGNATURE};
+use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Event};
@@ -170,7 +169,7 @@ impl Publisher {
     }
 
     async fn supervise(self, url: SecretString, token: CancellationToken) {
-        let mut delays = backoff();
+        let mut reconnect = Reconnect::new();
         while !token.is_cancelled() {
             let connected = async {
                 let connection = amqp::connect(&url, "hoox-ingest").await?;
@@ -185,16 +184,16 @@ impl Publisher {
             let (connection, channel) = match connected {
                 Ok(pair) => pair,
                 Err(err) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = reconnect.next_delay();
                     tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot connect to the message broker");
-                    tokio::select! {
-                        () = token.cancelled() => break,
-                        () = tokio::time::sleep(delay) => continue,
+                    if !sleep_unless_cancelled(delay, &token).await {
+                        break;
                     }
+                    continue;
                 }
             };
             tracing::info!("connected to the message broker");
-            delays = backoff();
+            reconnect = Reconnect::new();
             let mut events = connection.events_listener();
             self.set(Some(channel));
             loop {
@@ -218,12 +217,4 @@ impl Publisher {
             let _ = connection.close(200, "reconnecting".into()).await;
         }
     }
-}
-
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build()
 }
