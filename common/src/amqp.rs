@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::message::{HEADER_REQUEST_ID, HEADER_SIGNATURE};
 use crate::retry::RetryPolicy;
 
 /// Deliveries of one message before the broker calls it poison and dead-letters it:
@@ -148,15 +151,27 @@ pub enum PublishError {
     },
 }
 
-/// Publishes a persistent, mandatory message to `queue` and waits for the broker's
-/// confirm; `channel` must be in confirm mode. `Ok` means the broker has it on disk.
-pub async fn publish_confirmed(
+/// The headers of a signed hoox message: its signature and its request id.
+pub fn signed_headers(signature: Option<&str>, request_id: Option<&str>) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(signature) = signature {
+        headers.insert(HEADER_SIGNATURE.into(), text(signature));
+    }
+    if let Some(id) = request_id {
+        headers.insert(HEADER_REQUEST_ID.into(), text(id));
+    }
+    headers
+}
+
+/// Publishes a persistent, mandatory JSON message to `queue` through the default
+/// exchange; the returned confirm resolves when the broker has decided.
+pub async fn publish(
     channel: &Channel,
     queue: &str,
     body: &[u8],
     headers: FieldTable,
     message_id: Option<&str>,
-) -> Result<(), PublishError> {
+) -> Result<PublisherConfirm, lapin::Error> {
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
@@ -167,7 +182,7 @@ pub async fn publish_confirmed(
     if let Some(id) = message_id {
         properties = properties.with_message_id(id.into());
     }
-    let confirmation = channel
+    channel
         .basic_publish(
             ShortString::from(""),
             ShortString::from(queue),
@@ -179,15 +194,43 @@ pub async fn publish_confirmed(
             body,
             properties,
         )
-        .await?
-        .await?;
+        .await
+}
+
+/// The broker's verdict on a publish to `queue`: `Ok` only when it has the message.
+pub fn confirmed(confirmation: Confirmation, queue: &str) -> Result<(), PublishError> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        other => Err(PublishError::Refused {
+        Confirmation::Ack(Some(returned)) => Err(PublishError::Refused {
             queue: queue.to_owned(),
-            detail: format!("{other:?}"),
+            detail: format!(
+                "unroutable ({}): is the queue declared?",
+                returned.reply_text
+            ),
+        }),
+        Confirmation::Nack(_) => Err(PublishError::Refused {
+            queue: queue.to_owned(),
+            detail: "nacked".to_owned(),
+        }),
+        Confirmation::NotRequested => Err(PublishError::Refused {
+            queue: queue.to_owned(),
+            detail: "channel is not in confirm mode".to_owned(),
         }),
     }
+}
+
+/// [`publish`], then waits for the confirm; `channel` must be in confirm mode.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    headers: FieldTable,
+    message_id: Option<&str>,
+) -> Result<(), PublishError> {
+    let confirmation = publish(channel, queue, body, headers, message_id)
+        .await?
+        .await?;
+    confirmed(confirmation, queue)
 }
 
 /// A text header value.

@@ -18,9 +18,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use hoox_common::amqp::{self, Topology};
-use hoox_common::message::{
-    HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID, HEADER_SIGNATURE,
-};
+use hoox_common::message::{HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_SIGNATURE};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use hoox_common::runtime_config::RuntimeConfig;
 use lapin::message::Delivery;
@@ -177,7 +175,7 @@ impl Consumer {
             Disposition::Ack => {}
             Disposition::Retry { delay, message } => {
                 let queue = self.topology.retry_queue(*delay);
-                publish(publisher, &queue, message, FieldTable::default())
+                publish(publisher, &queue, message, &[])
                     .await
                     .context("publish retry")?;
             }
@@ -186,16 +184,11 @@ impl Consumer {
                 error,
                 message,
             } => {
-                let mut headers = FieldTable::default();
-                headers.insert(
-                    HEADER_REASON.into(),
-                    AMQPValue::LongString(reason.as_str().into()),
-                );
-                headers.insert(
-                    HEADER_ERROR.into(),
-                    AMQPValue::LongString(error.as_str().into()),
-                );
-                publish(publisher, &self.topology.dlq(), message, headers)
+                let headers = [
+                    (HEADER_REASON, amqp::text(reason.as_str())),
+                    (HEADER_ERROR, amqp::text(error)),
+                ];
+                publish(publisher, &self.topology.dlq(), message, &headers)
                     .await
                     .context("publish dead letter")?;
             }
@@ -222,14 +215,12 @@ async fn publish(
     channel: &Channel,
     queue: &str,
     message: &Outgoing,
-    mut headers: FieldTable,
+    extra: &[(&str, AMQPValue)],
 ) -> Result<(), amqp::PublishError> {
-    if let Some(signature) = &message.signature {
-        headers.insert(HEADER_SIGNATURE.into(), amqp::text(signature));
-    }
     let id = message.request_id.map(|id| id.to_string());
-    if let Some(id) = &id {
-        headers.insert(HEADER_REQUEST_ID.into(), amqp::text(id));
+    let mut headers = amqp::signed_headers(message.signature.as_deref(), id.as_deref());
+    for (name, value) in extra {
+        headers.insert((*name).into(), value.clone());
     }
     headers.insert(
         HEADER_ATTEMPTS.into(),

@@ -10,12 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use futures_util::StreamExt;
 use hoox_common::amqp::{self, Topology};
-use hoox_common::message::{HEADER_REQUEST_ID, HEADER_SIGNATURE};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Event};
-use lapin::{Confirmation, PublisherConfirm};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Event, PublisherConfirm};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -45,22 +42,13 @@ pub struct Pending {
 impl Pending {
     /// Waits for the broker's verdict: `Ok` only when it has the message on disk.
     pub async fn confirmed(self) -> Result<(), PublishError> {
+        let queue = self.publisher.inner.topology.queue();
         let result = match self.confirm.await {
-            Ok(Confirmation::Ack(None)) => Ok(()),
-            Ok(Confirmation::Ack(Some(returned))) => Err(PublishError::Refused(format!(
-                "unroutable ({}): is the queue declared?",
-                returned.reply_text
-            ))),
-            Ok(Confirmation::Nack(_)) => Err(PublishError::Refused("nacked".to_owned())),
-            Ok(Confirmation::NotRequested) => Err(PublishError::Refused(
-                "channel is not in confirm mode".to_owned(),
-            )),
+            Ok(confirmation) => amqp::confirmed(confirmation, queue)
+                .map_err(|err| PublishError::Refused(err.to_string())),
             Err(err) => Err(PublishError::Broken(err)),
         };
-        if matches!(
-            result,
-            Err(PublishError::Broken(_) | PublishError::Refused(_))
-        ) {
+        if result.is_err() {
             self.publisher.reconnect();
         }
         result
@@ -114,36 +102,17 @@ impl Publisher {
             .current()
             .filter(|c| c.status().connected())
             .ok_or(PublishError::Unavailable)?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            HEADER_REQUEST_ID.into(),
-            AMQPValue::LongString(request_id.to_string().into()),
-        );
-        headers.insert(
-            HEADER_SIGNATURE.into(),
-            AMQPValue::LongString(signature.into()),
-        );
-        let properties = BasicProperties::default()
-            .with_message_id(request_id.to_string().into())
-            .with_content_type("application/json".into())
-            // 2 = persistent: the broker writes the message to disk before confirming.
-            .with_delivery_mode(2)
-            .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default())
-            .with_headers(headers);
-        let confirm = channel
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(self.inner.topology.queue()),
-                // mandatory: a message no queue takes comes back instead of vanishing.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .inspect_err(|_| self.reconnect())?;
+        let id = request_id.to_string();
+        let headers = amqp::signed_headers(Some(signature), Some(&id));
+        let confirm = amqp::publish(
+            &channel,
+            self.inner.topology.queue(),
+            body,
+            headers,
+            Some(&id),
+        )
+        .await
+        .inspect_err(|_| self.reconnect())?;
         Ok(Pending {
             confirm,
             publisher: self.clone(),

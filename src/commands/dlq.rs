@@ -278,9 +278,7 @@ impl DlqRead {
         let replayed = original.replayed(Utc::now());
         let (body, signature) = replayed.encode(key);
         let id = replayed.request_id.to_string();
-        let mut headers = FieldTable::default();
-        headers.insert(HEADER_SIGNATURE.into(), amqp::text(&signature));
-        headers.insert(HEADER_REQUEST_ID.into(), amqp::text(&id));
+        let headers = amqp::signed_headers(Some(&signature), Some(&id));
         amqp::publish_confirmed(&self.channel, topology.queue(), &body, headers, Some(&id)).await?;
         // Published and confirmed before the dead letter is removed: a crash in between
         // leaves a copy in the DLQ, never a lost signal.

@@ -8,12 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hoox::commands::dlq::{self, DeadLetter, DlqRead};
-use hoox_common::message::{QueueMessage, HEADER_REQUEST_ID, HEADER_SIGNATURE};
+use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::KILL_SWITCH;
 use hoox_common::signal::{ExchangeName, Leverage, WebhookSignal};
 use hoox_consumer::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
-use lapin::types::FieldTable;
 use lapin::Connection;
 use secrecy::SecretString;
 use serde_json::json;
@@ -163,12 +162,8 @@ async fn publish_signed(app: &TestApp, connection: &Connection, message: &QueueM
     let channel = connection.create_channel().await.unwrap();
     app.topology.declare(&channel).await.unwrap();
     channel.confirm_select(Default::default()).await.unwrap();
-    let mut headers = FieldTable::default();
-    headers.insert(HEADER_SIGNATURE.into(), hoox_common::amqp::text(&signature));
-    headers.insert(
-        HEADER_REQUEST_ID.into(),
-        hoox_common::amqp::text(&message.request_id.to_string()),
-    );
+    let id = message.request_id.to_string();
+    let headers = hoox_common::amqp::signed_headers(Some(&signature), Some(&id));
     hoox_common::amqp::publish_confirmed(&channel, app.topology.queue(), &body, headers, None)
         .await
         .unwrap();
