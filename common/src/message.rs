@@ -25,6 +25,40 @@ pub const HEADER_ERROR: &str = "x-hoox-error";
 /// Dead-letter header: attempts made, the first one included.
 pub const HEADER_ATTEMPTS: &str = "x-hoox-attempts";
 
+/// Why a message went to the dead-letter queue: the stable codes of header `x-hoox-reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Retryable failures until the attempts ran out.
+    Exhausted,
+    /// The exchange refused it for good, or it cannot be routed.
+    Fatal,
+    /// Older than `HOOX_SIGNAL_MAX_AGE_SECS` when its turn came.
+    Expired,
+    /// Dequeued while the kill switch was on.
+    KillSwitch,
+    /// Signed, but not a message this build can read.
+    Invalid,
+    /// Signature missing or wrong.
+    Unverified,
+    /// Dead-lettered by the broker after too many deliveries.
+    Poison,
+}
+
+impl DeadReason {
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exhausted => "exhausted",
+            Self::Fatal => "fatal",
+            Self::Expired => "expired",
+            Self::KillSwitch => "kill_switch",
+            Self::Invalid => "invalid",
+            Self::Unverified => "unverified",
+            Self::Poison => "poison",
+        }
+    }
+}
+
 /// A signal on its way to an exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::join_all;
 use hoox_common::logs::{LogEntry, Severity, Worker as LogWorker};
-use hoox_common::message::{AttemptRecord, DecodeError, QueueMessage};
+use hoox_common::message::{AttemptRecord, DeadReason, DecodeError, QueueMessage};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
 use hoox_common::runtime_config::RuntimeConfig;
 use secrecy::SecretString;
@@ -21,40 +21,6 @@ use uuid::Uuid;
 use crate::exchange::router::{ExchangeRouter, RouteSource};
 use crate::exchange::{ErrorClass, ExchangeError, OrderAck, OrderRequest};
 use crate::store::{self, Fill};
-
-/// Why a message went to the dead-letter queue (header `x-hoox-reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    /// Retryable failures until the attempts ran out.
-    Exhausted,
-    /// The exchange refused it for good, or it cannot be routed.
-    Fatal,
-    /// Older than `HOOX_SIGNAL_MAX_AGE_SECS` when its turn came.
-    Expired,
-    /// Dequeued while the kill switch was on.
-    KillSwitch,
-    /// Signed, but not a message this build can read.
-    Invalid,
-    /// Signature missing or wrong.
-    Unverified,
-    /// Dead-lettered by the broker after too many deliveries.
-    Poison,
-}
-
-impl DeadReason {
-    /// The stable code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exhausted => "exhausted",
-            Self::Fatal => "fatal",
-            Self::Expired => "expired",
-            Self::KillSwitch => "kill_switch",
-            Self::Invalid => "invalid",
-            Self::Unverified => "unverified",
-            Self::Poison => "poison",
-        }
-    }
-}
 
 /// A message as it came off the queue.
 #[derive(Debug, Clone)]

@@ -14,7 +14,8 @@ use hoox_common::amqp::{self, header_int, header_text, Topology};
 use hoox_common::config::{AmqpArgs, DatabaseArgs, InternalKeyArgs};
 use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
 use hoox_common::message::{
-    QueueMessage, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID, HEADER_SIGNATURE,
+    DeadReason, QueueMessage, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID,
+    HEADER_SIGNATURE,
 };
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
@@ -129,13 +130,9 @@ impl DeadLetter {
             })
             .and_then(|id| id.parse().ok());
         let x_death = x_death(headers);
-        let reason = header_text(headers, HEADER_REASON).unwrap_or_else(|| {
-            if x_death.is_some() {
-                "poison"
-            } else {
-                "unknown"
-            }
-            .to_owned()
+        let reason = header_text(headers, HEADER_REASON).unwrap_or_else(|| match x_death {
+            Some(_) => DeadReason::Poison.as_str().to_owned(),
+            None => "unknown".to_owned(),
         });
         let error = header_text(headers, HEADER_ERROR).or_else(|| {
             x_death
@@ -168,13 +165,12 @@ impl DeadLetter {
         }
     }
 
-    fn field(&self, pointer: &str) -> String {
+    fn field<'a>(&'a self, pointer: &str, missing: &'a str) -> &'a str {
         self.message
             .as_ref()
             .and_then(|m| m.pointer(pointer))
             .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_owned()
+            .unwrap_or(missing)
     }
 }
 
@@ -416,8 +412,8 @@ pub fn render_list(letters: &[DeadLetter]) -> String {
             letter
                 .request_id
                 .map_or("-".to_owned(), |id| id.to_string()),
-            letter.field("/signal/symbol"),
-            letter.field("/signal/exchange").replace('-', "(routed)"),
+            letter.field("/signal/symbol", "-"),
+            letter.field("/signal/exchange", "(routed)"),
             letter.reason,
             letter.attempts,
             age(letter.dead_lettered_at),
