@@ -83,6 +83,21 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// Waits for the database (created and migrated when missing) and starts the live
+    /// view of its config; `None` when `token` is cancelled first.
+    pub async fn open(
+        database_url: &secrecy::SecretString,
+        max_connections: u32,
+        token: &CancellationToken,
+    ) -> Result<Option<(PgPool, Self)>, sqlx::Error> {
+        let Some(pool) = crate::db::connect_with_retry(database_url, max_connections, token).await
+        else {
+            return Ok(None);
+        };
+        let config = Self::start(pool.clone(), token.clone()).await?;
+        Ok(Some((pool, config)))
+    }
+
     /// Loads the table and keeps the copy fresh until `token` is cancelled.
     pub async fn start(pool: PgPool, token: CancellationToken) -> Result<Self, sqlx::Error> {
         let (tx, rx) = watch::channel(Arc::new(load(&pool).await?));

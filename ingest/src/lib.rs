@@ -120,14 +120,12 @@ pub async fn run(
     let listener = TcpListener::bind(args.ingest_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.ingest_addr))?;
-    let Some(pool) =
-        hoox_common::db::connect_with_retry(&service.database.database_url, 10, &token).await
-    else {
-        return Ok(());
-    };
-    let config = RuntimeConfig::start(pool.clone(), token.clone())
+    let opened = RuntimeConfig::open(&service.database.database_url, 10, &token)
         .await
         .context("cannot read the config table")?;
+    let Some((pool, config)) = opened else {
+        return Ok(());
+    };
     let (publisher, supervisor) = Publisher::start(
         service.amqp.amqp_url.clone(),
         service.amqp.topology(),
