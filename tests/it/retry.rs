@@ -104,6 +104,21 @@ impl Exchange for Scripted {
     }
 }
 
+/// A running ingest and consumer trading on `exchange`, retrying on `retry`.
+async fn trading_on(pool: &PgPool, exchange: &Arc<Scripted>, retry: RetryPolicy) -> TestApp {
+    let app = TestApp::with(
+        pool.clone(),
+        Options {
+            exchanges: exchange.as_exchanges(),
+            retry,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.ready().await;
+    app
+}
+
 fn policy(base_ms: u64, max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         base: Duration::from_millis(base_ms),
@@ -116,6 +131,18 @@ async fn broker() -> Connection {
     hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test")
         .await
         .unwrap()
+}
+
+async fn dead_letter_ids(app: &TestApp, connection: &Connection) -> Vec<String> {
+    dead_letters(app, connection)
+        .await
+        .iter()
+        .map(|l| {
+            l.request_id
+                .expect("hoox dead letters name their request")
+                .to_string()
+        })
+        .collect()
 }
 
 async fn dead_letters(app: &TestApp, connection: &Connection) -> Vec<DeadLetter> {
@@ -177,16 +204,7 @@ fn message_for(symbol: &str, received_at: DateTime<Utc>) -> QueueMessage {
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn rate_limited_twice_then_filled_places_one_order_after_growing_waits(pool: PgPool) {
     let exchange = Scripted::new(vec![rate_limited(), rate_limited()], None);
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: exchange.as_exchanges(),
-            retry: policy(50, 5),
-            ..Options::default()
-        },
-    )
-    .await;
-    app.ready().await;
+    let app = trading_on(&pool, &exchange, policy(50, 5)).await;
     let id = accepted(&app, &signal("BTCUSDT")).await;
     assert_eq!(app.wait_for_fill(&id).await, 1);
     assert_eq!(exchange.calls.load(Ordering::SeqCst), 3);
@@ -218,16 +236,7 @@ async fn always_failing_signal_is_dead_lettered_after_the_last_attempt_with_its_
     pool: PgPool,
 ) {
     let exchange = Scripted::new(vec![], rate_limited());
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: exchange.as_exchanges(),
-            retry: policy(5, 3),
-            ..Options::default()
-        },
-    )
-    .await;
-    app.ready().await;
+    let app = trading_on(&pool, &exchange, policy(5, 3)).await;
     let id = accepted(&app, &signal("BTCUSDT")).await;
     let connection = broker().await;
     let letters = wait_for_dead_letters(&app, &connection, 1).await;
@@ -261,15 +270,7 @@ async fn always_failing_signal_is_dead_lettered_after_the_last_attempt_with_its_
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn fatal_reject_is_dead_lettered_at_once_and_replay_after_the_fix_fills_it(pool: PgPool) {
     let exchange = Scripted::new(vec![], insufficient_balance());
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: exchange.as_exchanges(),
-            ..Options::default()
-        },
-    )
-    .await;
-    app.ready().await;
+    let app = trading_on(&pool, &exchange, Options::default().retry).await;
     let id = accepted(&app, &signal("BTCUSDT")).await;
     let connection = broker().await;
     let letters = wait_for_dead_letters(&app, &connection, 1).await;
@@ -314,16 +315,7 @@ async fn fatal_reject_is_dead_lettered_at_once_and_replay_after_the_fix_fills_it
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn a_consumer_restarted_while_a_retry_waits_in_its_delay_tier_still_retries_it(pool: PgPool) {
     let first = Scripted::new(vec![rate_limited()], None);
-    let mut app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: first.as_exchanges(),
-            retry: policy(1_000, 3),
-            ..Options::default()
-        },
-    )
-    .await;
-    app.ready().await;
+    let mut app = trading_on(&pool, &first, policy(1_000, 3)).await;
     let id = accepted(&app, &signal("BTCUSDT")).await;
     eventually("the first attempt to fail", || async {
         let failed = count(
@@ -354,14 +346,7 @@ async fn a_consumer_restarted_while_a_retry_waits_in_its_delay_tier_still_retrie
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn stale_and_kill_switch_signals_are_dead_lettered_and_never_sent(pool: PgPool) {
     let exchange = Scripted::new(vec![], None);
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: exchange.as_exchanges(),
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = trading_on(&pool, &exchange, Options::default().retry).await;
     let connection = broker().await;
     let stale = message_for("BTCUSDT", Utc::now() - chrono::Duration::hours(1));
     publish_signed(&app, &connection, &stale).await;
@@ -387,15 +372,7 @@ async fn stale_and_kill_switch_signals_are_dead_lettered_and_never_sent(pool: Pg
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool) {
     let exchange = Scripted::new(vec![], insufficient_balance());
-    let app = TestApp::with(
-        pool.clone(),
-        Options {
-            exchanges: exchange.as_exchanges(),
-            ..Options::default()
-        },
-    )
-    .await;
-    app.ready().await;
+    let app = trading_on(&pool, &exchange, Options::default().retry).await;
     let connection = broker().await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -404,17 +381,9 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
         ids.push(accepted(&app, &body).await);
         wait_for_dead_letters(&app, &connection, i + 1).await;
     }
-    let listed: Vec<String> = dead_letters(&app, &connection)
-        .await
-        .iter()
-        .map(|l| l.request_id.unwrap().to_string())
-        .collect();
+    let listed: Vec<String> = dead_letter_ids(&app, &connection).await;
     assert_eq!(listed, ids, "oldest first");
-    let again: Vec<String> = dead_letters(&app, &connection)
-        .await
-        .iter()
-        .map(|l| l.request_id.unwrap().to_string())
-        .collect();
+    let again: Vec<String> = dead_letter_ids(&app, &connection).await;
     assert_eq!(again, ids, "listing neither loses nor reorders");
 
     // `hoox dlq show --json` through the real binary.
@@ -447,11 +416,7 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
     .await
     .unwrap();
     app.wait_for_fill(&ids[1]).await;
-    let left: Vec<String> = dead_letters(&app, &connection)
-        .await
-        .iter()
-        .map(|l| l.request_id.unwrap().to_string())
-        .collect();
+    let left: Vec<String> = dead_letter_ids(&app, &connection).await;
     assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
 
     let fresh_only = dlq::purge(
