@@ -274,10 +274,9 @@ pub async fn run(
     let Some((pool, config)) = opened else {
         return Ok(());
     };
-    let router = ExchangeRouter::new(
-        vec![Arc::new(Paper::new(pool.clone(), config.clone()))],
-        config.clone(),
-    );
+    let mut providers = args.exchanges.providers();
+    providers.push(Arc::new(Paper::new(pool.clone(), config.clone())));
+    let router = ExchangeRouter::new(providers, config.clone());
     let topology = service.amqp.topology();
     let worker = Worker::new(
         pool.clone(),

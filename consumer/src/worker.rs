@@ -301,9 +301,16 @@ impl Worker {
             }
         }
 
+        // A signal tried before may have traded unseen; an exchange that does not
+        // say "duplicate" plainly then refuses it as something fatal-looking, so the
+        // order is looked up before such a refusal is believed.
+        let tried_before = attempt > 1 || incoming.redelivered;
         let placed = match provider.place_order(&order).await {
             Ok(ack) => Ok((ack, false)),
-            Err(err) if matches!(err.class, ErrorClass::Duplicate | ErrorClass::Ambiguous) => {
+            Err(err)
+                if matches!(err.class, ErrorClass::Duplicate | ErrorClass::Ambiguous)
+                    || (tried_before && err.class == ErrorClass::Fatal) =>
+            {
                 logs.push(log(
                     Severity::Warn,
                     id,
@@ -315,6 +322,7 @@ impl Worker {
                 ));
                 match provider.order_by_client_id(&order).await {
                     Ok(Some(ack)) => Ok((ack, true)),
+                    Ok(None) if err.class == ErrorClass::Fatal => Err(err),
                     Ok(None) => Err(ExchangeError {
                         class: ErrorClass::Retryable,
                         code: err.code,

@@ -1,8 +1,13 @@
 //! Exchanges behind one trait, so the worker places, looks up and classifies orders the
 //! same way whichever exchange a signal is routed to.
 
+pub mod binance;
+pub mod bybit;
+pub mod mexc;
 pub mod paper;
 pub mod router;
+pub mod rules;
+pub mod transport;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -143,6 +148,21 @@ impl ExchangeError {
             message: message.into(),
         }
     }
+}
+
+/// Spot markets trade without leverage: 1x is what they do, more is refused rather
+/// than silently traded at a smaller size than the signal meant.
+fn spot_leverage(exchange: ExchangeName, leverage: Leverage) -> Result<(), ExchangeError> {
+    if leverage.get() == 1 {
+        return Ok(());
+    }
+    Err(ExchangeError::new(
+        ErrorClass::Fatal,
+        format!(
+            "{exchange} is set up for spot, which has no leverage; the signal asks for {}x",
+            leverage.get()
+        ),
+    ))
 }
 
 /// One exchange.

@@ -1,0 +1,534 @@
+//! Binance: USD-M futures by default, spot when the deployment says so.
+//!
+//! A signed request sends its parameters, then `recvWindow` and `timestamp`, then
+//! `signature`: the lowercase hex HMAC-SHA256 of the query string concatenated with the
+//! body, keyed with the secret; the API key goes in `X-MBX-APIKEY`
+//! (<https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>).
+//! MEXC's spot API signs the same way, so [`QuerySigned`] serves both.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::rules::{plain, InstrumentRules, RulesCache};
+use super::transport::{
+    decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
+    TimeSource, Venue, Venues, Write,
+};
+use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+
+/// Binance USD-M futures' live host.
+pub const FUTURES_LIVE_URL: &str = "https://fapi.binance.com";
+/// Binance USD-M futures' testnet (demo trading) host.
+pub const FUTURES_TESTNET_URL: &str = "https://demo-fapi.binance.com";
+/// Binance spot's live host.
+pub const SPOT_LIVE_URL: &str = "https://api.binance.com";
+/// Binance spot's testnet host.
+pub const SPOT_TESTNET_URL: &str = "https://testnet.binance.vision";
+
+/// Which Binance market orders go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Market {
+    /// USD-M perpetual futures (`/fapi/v1`).
+    Usdm,
+    /// Spot (`/api/v3`): no leverage, no reduce-only.
+    Spot,
+}
+
+impl Market {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Usdm => "/fapi/v1",
+            Self::Spot => "/api/v3",
+        }
+    }
+
+    /// The default live and testnet hosts of this market.
+    pub fn default_urls(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Usdm => (FUTURES_LIVE_URL, FUTURES_TESTNET_URL),
+            Self::Spot => (SPOT_LIVE_URL, SPOT_TESTNET_URL),
+        }
+    }
+}
+
+/// The signature of a Binance-style request: lowercase hex HMAC-SHA256 of
+/// `query + body` (no separator between them).
+pub fn sign(credentials: &Credentials, query: &str, body: &str) -> String {
+    credentials.sign(&format!("{query}{body}"))
+}
+
+/// Binance's signed-query scheme, shared with MEXC spot: which exchange, and the header
+/// that carries the API key.
+#[derive(Debug, Clone, Copy)]
+pub struct QuerySigned {
+    /// The exchange, for messages.
+    pub exchange: ExchangeName,
+    /// `X-MBX-APIKEY` or `X-MEXC-APIKEY`.
+    pub key_header: &'static str,
+    /// The code that means the timestamp was refused (`-1021`, `700003`).
+    pub timestamp_code: &'static str,
+}
+
+impl QuerySigned {
+    /// Sends `params` signed; a POST sends them as a form body, a GET as the query.
+    pub async fn send(
+        &self,
+        http: &Http,
+        venue: &Venue,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+        recv_window: u64,
+        write: Write,
+    ) -> Result<Reply, ExchangeError> {
+        let credentials = venue.credentials()?;
+        let base = venue.url(path)?;
+        let timestamp_code = self.timestamp_code;
+        let refused = move |err: &ExchangeError| err.code.as_deref() == Some(timestamp_code);
+        venue
+            .signed(http, refused, |timestamp| {
+                let mut all: Vec<(&str, String)> = params.to_vec();
+                all.push(("recvWindow", recv_window.to_string()));
+                all.push(("timestamp", timestamp.to_string()));
+                let payload = query_string(&all);
+                let signature = sign(credentials, &payload, "");
+                let signed = format!("{payload}&signature={signature}");
+                let request = if method == Method::POST {
+                    http.request(Method::POST, &base)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .body(signed)
+                } else {
+                    http.request(method.clone(), &format!("{base}?{signed}"))
+                };
+                let request = request.header(self.key_header, credentials.api_key());
+                async move {
+                    let reply = http.send(self.exchange, request, write).await?;
+                    match error_of(self.exchange, &reply, write) {
+                        Some(err) => Err(err),
+                        None => Ok(reply),
+                    }
+                }
+            })
+            .await
+    }
+}
+
+/// The error a Binance-style answer carries, classified; `None` for success.
+fn error_of(exchange: ExchangeName, reply: &Reply, write: Write) -> Option<ExchangeError> {
+    let body = reply.json.as_ref();
+    let code = body.and_then(|b| integer(&b["code"]));
+    // MEXC answers some successes with `{"code": 0}` or `{"code": 200}`.
+    if reply.status.is_success() && code.is_none_or(|c| c == 0 || c == 200) {
+        return None;
+    }
+    let message = body
+        .and_then(|b| b["msg"].as_str())
+        .map_or_else(|| reply.excerpt(), str::to_owned);
+    let class = match code {
+        Some(code) => classify(code, &message, write)
+            .or_else(|| reply.status_class(write))
+            .unwrap_or(ErrorClass::Fatal),
+        None => reply.status_class(write).unwrap_or(match write {
+            Write::Order => ErrorClass::Ambiguous,
+            Write::No => ErrorClass::Retryable,
+        }),
+    };
+    Some(ExchangeError {
+        class,
+        code: Some(code.map_or_else(|| format!("HTTP {}", reply.status.as_u16()), |c| c.to_string())),
+        message: format!("{exchange}: {message}"),
+    })
+}
+
+/// What a Binance (or MEXC spot) error code means; `None` leaves it to the HTTP status.
+/// Sources: Binance USD-M and spot error-code pages, MEXC spot v3 "Error Code".
+fn classify(code: i64, message: &str, write: Write) -> Option<ErrorClass> {
+    Some(match code {
+        // DUPLICATED_CLIENT_ORDER_ID (futures); spot's "Duplicate order sent."
+        -4116 => ErrorClass::Duplicate,
+        -2010 if message.to_ascii_lowercase().contains("duplicate") => ErrorClass::Duplicate,
+        // UNKNOWN, DISCONNECTED, UNEXPECTED_RESP, TIMEOUT: "execution status unknown".
+        -1000 | -1001 | -1006 | -1007 if write == Write::Order => ErrorClass::Ambiguous,
+        -1000 | -1001 | -1006 | -1007 => ErrorClass::Retryable,
+        // Rate limits; timestamp outside recvWindow (Binance, MEXC); MEXC's own 429.
+        -1003 | -1008 | -1015 | -1021 | 429 | 700_003 => ErrorClass::Retryable,
+        _ => return None,
+    })
+}
+
+/// Whether an error says the order does not exist.
+pub fn is_unknown_order(err: &ExchangeError) -> bool {
+    err.code.as_deref() == Some("-2013")
+}
+
+const BINANCE: QuerySigned = QuerySigned {
+    exchange: ExchangeName::Binance,
+    key_header: "X-MBX-APIKEY",
+    timestamp_code: "-1021",
+};
+
+/// The Binance provider.
+pub struct Binance {
+    http: Http,
+    venues: Venues,
+    market: Market,
+    recv_window: u64,
+    rules: RulesCache,
+}
+
+impl Binance {
+    /// Binance trading on `market`, with requests valid for `recv_window` ms.
+    pub fn new(
+        http: Http,
+        live: Environment,
+        testnet: Environment,
+        market: Market,
+        recv_window: u64,
+    ) -> Self {
+        let time = match market {
+            Market::Usdm => TimeSource {
+                path: "/fapi/v1/time",
+                pointer: "/serverTime",
+            },
+            Market::Spot => TimeSource {
+                path: "/api/v3/time",
+                pointer: "/serverTime",
+            },
+        };
+        Self {
+            http,
+            venues: Venues::new(ExchangeName::Binance, live, testnet, time),
+            market,
+            recv_window,
+            rules: RulesCache::default(),
+        }
+    }
+
+    fn path(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.market.prefix())
+    }
+
+    async fn signed(
+        &self,
+        order: &OrderRequest,
+        method: Method,
+        endpoint: &str,
+        params: &[(&str, String)],
+        write: Write,
+    ) -> Result<Value, ExchangeError> {
+        let venue = self.venues.get(order.testnet);
+        let path = self.path(endpoint);
+        let reply = BINANCE
+            .send(&self.http, venue, method, &path, params, self.recv_window, write)
+            .await?;
+        Ok(reply.json.unwrap_or(Value::Null))
+    }
+
+    async fn instrument(&self, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+        let venue = self.venues.get(order.testnet);
+        // USD-M's exchangeInfo lists every symbol; spot's can be asked for one.
+        let url = match self.market {
+            Market::Usdm => venue.url(&self.path("exchangeInfo"))?,
+            Market::Spot => venue.url(&format!(
+                "{}?symbol={}",
+                self.path("exchangeInfo"),
+                order.symbol
+            ))?,
+        };
+        let reply = self
+            .http
+            .send(ExchangeName::Binance, self.http.get(&url), Write::No)
+            .await?;
+        if let Some(err) = error_of(ExchangeName::Binance, &reply, Write::No) {
+            // Spot answers an unknown symbol with -1121 "Invalid symbol."
+            return Err(err);
+        }
+        let symbols = reply.json.as_ref().and_then(|b| b["symbols"].as_array());
+        let item = symbols
+            .and_then(|list| {
+                list.iter()
+                    .find(|s| s["symbol"].as_str() == Some(order.symbol.as_str()))
+            })
+            .ok_or_else(|| {
+                ExchangeError::new(
+                    ErrorClass::Fatal,
+                    format!(
+                        "{} is not a binance {} instrument",
+                        order.symbol,
+                        self.market_name()
+                    ),
+                )
+            })?;
+        binance_rules(item, order)
+    }
+
+    fn market_name(&self) -> &'static str {
+        match self.market {
+            Market::Usdm => "USD-M futures",
+            Market::Spot => "spot",
+        }
+    }
+
+    fn order_params(
+        &self,
+        order: &OrderRequest,
+        rules: &InstrumentRules,
+    ) -> Result<Vec<(&'static str, String)>, ExchangeError> {
+        if order.stop_loss.is_some() || order.take_profit.is_some() {
+            return Err(ExchangeError::new(
+                ErrorClass::Fatal,
+                "binance takes stop-loss and take-profit only as separate algo orders, which hoox does not place; send the signal without stopLoss/takeProfit",
+            ));
+        }
+        let sized = rules.size(
+            ExchangeName::Binance,
+            &order.symbol,
+            order.quantity,
+            order.price,
+            order.reduce_only,
+        )?;
+        let mut params = vec![
+            ("symbol", order.symbol.to_string()),
+            (
+                "side",
+                match order.side {
+                    Side::Buy => "BUY",
+                    Side::Sell => "SELL",
+                }
+                .to_owned(),
+            ),
+        ];
+        match (order.order_type, sized.price) {
+            (OrderType::Limit, Some(price)) => {
+                params.push(("type", "LIMIT".to_owned()));
+                params.push(("timeInForce", "GTC".to_owned()));
+                params.push(("quantity", plain(sized.quantity)));
+                params.push(("price", plain(price)));
+            }
+            _ => {
+                params.push(("type", "MARKET".to_owned()));
+                params.push(("quantity", plain(sized.quantity)));
+            }
+        }
+        if order.reduce_only && self.market == Market::Usdm {
+            params.push(("reduceOnly", "true".to_owned()));
+        }
+        params.push(("newClientOrderId", order.client_order_id.as_str().to_owned()));
+        params.push(("newOrderRespType", "RESULT".to_owned()));
+        Ok(params)
+    }
+}
+
+/// Rules from one `exchangeInfo` symbol: LOT_SIZE (MARKET_LOT_SIZE for market orders
+/// when it is stricter), PRICE_FILTER, and the minimum notional.
+fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+    if item["status"].as_str().is_some_and(|s| s != "TRADING") {
+        return Err(ExchangeError::new(
+            ErrorClass::Fatal,
+            format!("binance {} is not trading (status {})", order.symbol, item["status"]),
+        ));
+    }
+    let filters = item["filters"].as_array().cloned().unwrap_or_default();
+    let filter = |kind: &str| filters.iter().find(|f| f["filterType"].as_str() == Some(kind));
+    let lot = filter("LOT_SIZE").ok_or_else(|| {
+        ExchangeError::new(
+            ErrorClass::Retryable,
+            format!("binance {} has no LOT_SIZE filter", order.symbol),
+        )
+    })?;
+    let market_lot = filter("MARKET_LOT_SIZE").filter(|_| order.order_type == OrderType::Market);
+    let pick = |field: &str| {
+        let lot_value = decimal(&lot[field]);
+        let market_value = market_lot.and_then(|m| decimal(&m[field])).filter(|d| !d.is_zero());
+        (lot_value, market_value)
+    };
+    let (step, market_step) = pick("stepSize");
+    let (min, market_min) = pick("minQty");
+    let (max, market_max) = pick("maxQty");
+    let min_notional = filter("MIN_NOTIONAL")
+        .and_then(|f| decimal(&f["notional"]).or_else(|| decimal(&f["minNotional"])))
+        .or_else(|| filter("NOTIONAL").and_then(|f| decimal(&f["minNotional"])));
+    Ok(InstrumentRules {
+        qty_step: step
+            .into_iter()
+            .chain(market_step)
+            .max()
+            .unwrap_or(Decimal::ZERO),
+        min_qty: min.into_iter().chain(market_min).max().unwrap_or(Decimal::ZERO),
+        max_qty: match (max, market_max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        tick_size: filter("PRICE_FILTER")
+            .and_then(|f| decimal(&f["tickSize"]))
+            .filter(|t| !t.is_zero()),
+        min_notional,
+    })
+}
+
+/// An order as Binance describes it (new-order RESULT or query answer).
+fn ack_from_order(item: Value) -> OrderAck {
+    let executed = decimal(&item["executedQty"]);
+    // Futures give `avgPrice`; spot gives the quote spent, so the average is computed.
+    let average = decimal(&item["avgPrice"]).filter(|p| !p.is_zero()).or_else(|| {
+        let quote = decimal(&item["cummulativeQuoteQty"])?;
+        let executed = executed.filter(|e| !e.is_zero())?;
+        Some((quote / executed).normalize())
+    });
+    let time = ["updateTime", "transactTime", "time"]
+        .iter()
+        .find_map(|k| integer(&item[*k]))
+        .and_then(DateTime::from_timestamp_millis);
+    OrderAck {
+        exchange_order_id: text(&item["orderId"]).unwrap_or_default(),
+        status: item["status"]
+            .as_str()
+            .map_or_else(|| "accepted".to_owned(), status_name),
+        fill_price: average,
+        fill_quantity: executed,
+        placed_at: time.unwrap_or_else(Utc::now),
+        raw: item,
+    }
+}
+
+#[async_trait]
+impl Exchange for Binance {
+    fn name(&self) -> ExchangeName {
+        ExchangeName::Binance
+    }
+
+    fn has_credentials(&self, testnet: bool) -> bool {
+        self.venues.get(testnet).is_usable()
+    }
+
+    async fn set_leverage(
+        &self,
+        order: &OrderRequest,
+        leverage: Leverage,
+    ) -> Result<(), ExchangeError> {
+        if self.market == Market::Spot {
+            return super::spot_leverage(ExchangeName::Binance, leverage);
+        }
+        let params = [
+            ("symbol", order.symbol.to_string()),
+            ("leverage", leverage.get().to_string()),
+        ];
+        self.signed(order, Method::POST, "leverage", &params, Write::No)
+            .await
+            .map(drop)
+    }
+
+    async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        let rules = self
+            .rules
+            .get_or_fetch(order.testnet, &order.symbol, || self.instrument(order))
+            .await?;
+        let params = self.order_params(order, &rules)?;
+        let answer = self
+            .signed(order, Method::POST, "order", &params, Write::Order)
+            .await?;
+        Ok(ack_from_order(answer))
+    }
+
+    async fn order_by_client_id(
+        &self,
+        order: &OrderRequest,
+    ) -> Result<Option<OrderAck>, ExchangeError> {
+        let params = [
+            ("symbol", order.symbol.to_string()),
+            ("origClientOrderId", order.client_order_id.as_str().to_owned()),
+        ];
+        match self
+            .signed(order, Method::GET, "order", &params, Write::No)
+            .await
+        {
+            Ok(answer) => Ok(Some(ack_from_order(answer))),
+            Err(err) if is_unknown_order(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn credentials(key: &str, secret: &str) -> Credentials {
+        Credentials::from_pair(
+            Some(SecretString::from(key.to_owned())),
+            Some(SecretString::from(secret.to_owned())),
+        )
+        .unwrap()
+    }
+
+    /// USD-M futures, "SIGNED Endpoint Examples for POST /fapi/v1/order - HMAC Keys",
+    /// example 2 (all parameters in the body):
+    /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>.
+    #[test]
+    fn reproduces_the_usdm_futures_example() {
+        let credentials = credentials(
+            "dbefbc809e3e83c283a984c3a1459732ea7db1360ca80c5c2c8867408d28cc83",
+            "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9",
+        );
+        let params = [
+            ("symbol", "BTCUSDT".to_owned()),
+            ("side", "BUY".to_owned()),
+            ("type", "LIMIT".to_owned()),
+            ("quantity", "1".to_owned()),
+            ("price", "9000".to_owned()),
+            ("timeInForce", "GTC".to_owned()),
+            ("recvWindow", "5000".to_owned()),
+            ("timestamp", "1591702613943".to_owned()),
+        ];
+        assert_eq!(
+            sign(&credentials, "", &query_string(&params)),
+            "3c661234138461fcc7a7d8746c6558c9842d4e10870d2ecbedf7777cad694af9"
+        );
+    }
+
+    /// Spot, "SIGNED Endpoint Examples for POST /api/v3/order", HMAC example
+    /// (binance/binance-spot-api-docs, rest-api.md). Its example 3 (query plus body) is
+    /// checked as the same concatenation in the futures docs' clean form.
+    #[test]
+    fn reproduces_the_spot_example() {
+        let credentials = credentials(
+            "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
+            "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+        );
+        assert_eq!(
+            sign(
+                &credentials,
+                "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
+                ""
+            ),
+            "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+        );
+        // The legacy mixed example: query and body joined with no `&`.
+        assert_eq!(
+            sign(
+                &credentials,
+                "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC",
+                "quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
+            ),
+            "0fd168b8ddb4876a0358a8d14d0c9f3da0e9b20c5d52b2a00fcf7d1c602f9a77"
+        );
+    }
+
+    #[test]
+    fn classifies_error_codes() {
+        assert_eq!(classify(-4116, "", Write::Order), Some(ErrorClass::Duplicate));
+        assert_eq!(
+            classify(-2010, "Duplicate order sent.", Write::Order),
+            Some(ErrorClass::Duplicate)
+        );
+        assert_eq!(classify(-2010, "Account has insufficient balance", Write::Order), None);
+        assert_eq!(classify(-1007, "", Write::Order), Some(ErrorClass::Ambiguous));
+        assert_eq!(classify(-1003, "", Write::Order), Some(ErrorClass::Retryable));
+        assert_eq!(classify(-2019, "", Write::Order), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! Instrument rules (quantity step, minimum, price tick), fetched from an exchange's
+//! public instrument endpoint and cached, and how an order is sized to them: the
+//! quantity floored to the step, the price rounded to the tick, anything below the
+//! minimum refused as fatal with the numbers that explain why.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hoox_common::signal::{ExchangeName, Symbol};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::{ErrorClass, ExchangeError};
+
+/// How long fetched rules are trusted: exchanges change steps and ticks rarely, and
+/// announce it.
+const RULES_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// One instrument's trading rules, in the unit orders are sent in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentRules {
+    /// Quantities are multiples of this.
+    pub qty_step: Decimal,
+    /// Smallest quantity accepted.
+    pub min_qty: Decimal,
+    /// Largest quantity accepted, when the exchange says.
+    pub max_qty: Option<Decimal>,
+    /// Prices are multiples of this, when the exchange says.
+    pub tick_size: Option<Decimal>,
+    /// Smallest order value (quantity × price), when the exchange says.
+    pub min_notional: Option<Decimal>,
+}
+
+/// An order's quantity and price as they go on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sized {
+    /// Floored to the step.
+    pub quantity: Decimal,
+    /// Rounded to the tick.
+    pub price: Option<Decimal>,
+}
+
+impl InstrumentRules {
+    /// Sizes an order of `quantity` at `price` (in the instrument's units) for `exchange`.
+    pub fn size(
+        &self,
+        exchange: ExchangeName,
+        symbol: &Symbol,
+        quantity: Decimal,
+        price: Option<Decimal>,
+        reduce_only: bool,
+    ) -> Result<Sized, ExchangeError> {
+        let fatal = |message: String| ExchangeError {
+            class: ErrorClass::Fatal,
+            code: Some("min_order".to_owned()),
+            message,
+        };
+        let floored = floor_to(quantity, self.qty_step);
+        if floored < self.min_qty || floored.is_zero() {
+            return Err(fatal(format!(
+                "quantity {} {symbol} is below {exchange}'s minimum order quantity {} (step {})",
+                quantity.normalize(),
+                self.min_qty.normalize(),
+                self.qty_step.normalize()
+            )));
+        }
+        if let Some(max) = self.max_qty.filter(|max| floored > *max) {
+            return Err(fatal(format!(
+                "quantity {} {symbol} is above {exchange}'s maximum order quantity {}",
+                floored.normalize(),
+                max.normalize()
+            )));
+        }
+        let price = price.map(|p| match self.tick_size {
+            Some(tick) if !tick.is_zero() => round_to(p, tick),
+            _ => p,
+        });
+        if let (Some(min), Some(price), false) = (self.min_notional, price, reduce_only) {
+            let notional = floored * price;
+            if notional < min {
+                return Err(fatal(format!(
+                    "order value {} ({} {symbol} at {}) is below {exchange}'s minimum of {}",
+                    notional.normalize(),
+                    floored.normalize(),
+                    price.normalize(),
+                    min.normalize()
+                )));
+            }
+        }
+        Ok(Sized {
+            quantity: floored,
+            price,
+        })
+    }
+}
+
+/// `value` floored to a multiple of `step` (unchanged when `step` is zero).
+pub fn floor_to(value: Decimal, step: Decimal) -> Decimal {
+    if step.is_zero() {
+        return value;
+    }
+    ((value / step).floor() * step).normalize()
+}
+
+/// `value` rounded to the nearest multiple of `tick`, halves away from zero.
+pub fn round_to(value: Decimal, tick: Decimal) -> Decimal {
+    ((value / tick).round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero) * tick)
+        .normalize()
+}
+
+/// A decimal as exchanges want it: plain digits, no exponent, no trailing zeros.
+pub fn plain(value: Decimal) -> String {
+    value.normalize().to_string()
+}
+
+/// `10^-places`: the step a precision given in decimal places stands for.
+pub fn step_from_places(places: u32) -> Decimal {
+    Decimal::new(1, places.min(28))
+}
+
+/// Rules per (environment, symbol), fetched on first use and again after an hour.
+#[derive(Debug, Default)]
+pub struct RulesCache {
+    entries: Mutex<HashMap<(bool, Symbol), (InstrumentRules, Instant)>>,
+}
+
+impl RulesCache {
+    /// The cached rules of `symbol`, or those `fetch` gives (then cached).
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        testnet: bool,
+        symbol: &Symbol,
+        fetch: F,
+    ) -> Result<InstrumentRules, ExchangeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<InstrumentRules, ExchangeError>>,
+    {
+        let key = (testnet, symbol.clone());
+        let cached = self.entries.lock().ok().and_then(|entries| {
+            entries
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < RULES_TTL)
+                .map(|(rules, _)| rules.clone())
+        });
+        if let Some(rules) = cached {
+            return Ok(rules);
+        }
+        let rules = fetch().await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, (rules.clone(), Instant::now()));
+        }
+        Ok(rules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn btc() -> InstrumentRules {
+        InstrumentRules {
+            qty_step: d("0.001"),
+            min_qty: d("0.001"),
+            max_qty: Some(d("100")),
+            tick_size: Some(d("0.10")),
+            min_notional: Some(d("5")),
+        }
+    }
+
+    fn symbol() -> Symbol {
+        Symbol::parse("BTCUSDT").unwrap()
+    }
+
+    #[test]
+    fn quantity_floors_to_the_step_and_price_rounds_to_the_tick() {
+        let sized = btc()
+            .size(
+                ExchangeName::Bybit,
+                &symbol(),
+                d("0.0059"),
+                Some(d("68000.05")),
+                false,
+            )
+            .unwrap();
+        assert_eq!(plain(sized.quantity), "0.005");
+        assert_eq!(plain(sized.price.unwrap()), "68000.1");
+        let sized = btc()
+            .size(ExchangeName::Bybit, &symbol(), d("2"), Some(d("68000.04")), false)
+            .unwrap();
+        assert_eq!(plain(sized.quantity), "2");
+        assert_eq!(plain(sized.price.unwrap()), "68000");
+    }
+
+    #[test]
+    fn below_the_minimum_is_fatal_and_says_why() {
+        let err = btc()
+            .size(ExchangeName::Binance, &symbol(), d("0.0009"), None, false)
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Fatal);
+        assert!(
+            err.message.contains("0.0009 BTCUSDT is below binance's minimum order quantity 0.001"),
+            "{}",
+            err.message
+        );
+        let err = btc()
+            .size(ExchangeName::Binance, &symbol(), d("0.001"), Some(d("100")), false)
+            .unwrap_err();
+        assert!(err.message.contains("below binance's minimum of 5"), "{}", err.message);
+        // Reduce-only orders close what is open, whatever its value.
+        assert!(btc()
+            .size(ExchangeName::Binance, &symbol(), d("0.001"), Some(d("100")), true)
+            .is_ok());
+        let err = btc()
+            .size(ExchangeName::Binance, &symbol(), d("101"), None, false)
+            .unwrap_err();
+        assert!(err.message.contains("above binance's maximum order quantity 100"));
+    }
+
+    #[test]
+    fn plain_never_uses_an_exponent() {
+        assert_eq!(plain(d("0.00000001")), "0.00000001");
+        assert_eq!(plain(d("1000000")), "1000000");
+        assert_eq!(plain(d("1.2300")), "1.23");
+        assert_eq!(step_from_places(4), d("0.0001"));
+    }
+}
