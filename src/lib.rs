@@ -27,7 +27,7 @@ pub enum Command {
     ///
     /// Prints the webhook URL and a ready-to-paste curl command. Stops on Ctrl-C after
     /// finishing the batch in flight.
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Create the database if needed and apply pending migrations.
     Migrate(commands::migrate::MigrateArgs),
     /// Show the life of one signal, from webhook to fill or dead letter.

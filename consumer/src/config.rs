@@ -157,7 +157,9 @@ impl ExchangeArgs {
     pub fn providers(&self) -> Vec<Arc<dyn Exchange>> {
         let http = Http::new(Duration::from_millis(self.exchange_timeout_ms));
         let recv_window = self.recv_window_ms;
-        let environment = |url: Option<&str>, key: &Option<SecretString>, secret: &Option<SecretString>| Environment {
+        let environment = |url: Option<&str>,
+                           key: &Option<SecretString>,
+                           secret: &Option<SecretString>| Environment {
             base_url: url.map(str::to_owned),
             credentials: Credentials::from_pair(key.clone(), secret.clone()),
         };
@@ -170,7 +172,11 @@ impl ExchangeArgs {
         vec![
             Arc::new(Bybit::new(
                 http.clone(),
-                environment(Some(&b.bybit_base_url), &b.bybit_api_key, &b.bybit_api_secret),
+                environment(
+                    Some(&b.bybit_base_url),
+                    &b.bybit_api_key,
+                    &b.bybit_api_secret,
+                ),
                 environment(
                     Some(&b.bybit_testnet_base_url),
                     &b.bybit_testnet_api_key,
@@ -187,7 +193,11 @@ impl ExchangeArgs {
                     &n.binance_api_secret,
                 ),
                 environment(
-                    Some(n.binance_testnet_base_url.as_deref().unwrap_or(binance_testnet)),
+                    Some(
+                        n.binance_testnet_base_url
+                            .as_deref()
+                            .unwrap_or(binance_testnet),
+                    ),
                     &n.binance_testnet_api_key,
                     &n.binance_testnet_api_secret,
                 ),

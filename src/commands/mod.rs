@@ -11,7 +11,7 @@ use crate::{Cli, Command};
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,

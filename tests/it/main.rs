@@ -10,6 +10,7 @@
 )]
 
 mod crash;
+mod exchanges;
 mod pipeline;
 mod retry;
 mod support;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox::commands::dlq::{self, DeadLetter, DlqRead};
+use hoox::commands::dlq;
 use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::KILL_SWITCH;
@@ -19,7 +19,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{amqp_url, count, eventually, filled, signal, Options, TestApp, INTERNAL_KEY};
+use crate::support::{
+    accepted, broker, count, dead_letter_ids, dead_letters, eventually, filled, signal,
+    wait_for_dead_letters, Options, TestApp, INTERNAL_KEY,
+};
 
 /// An exchange whose answers a test scripts: queued answers first, then the default.
 struct Scripted {
@@ -125,52 +128,6 @@ fn policy(base_ms: u64, max_attempts: u32) -> RetryPolicy {
         max_attempts,
         max_delay: Duration::from_millis(base_ms * 8),
     }
-}
-
-async fn broker() -> Connection {
-    hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test")
-        .await
-        .unwrap()
-}
-
-async fn dead_letter_ids(app: &TestApp, connection: &Connection) -> Vec<String> {
-    dead_letters(app, connection)
-        .await
-        .iter()
-        .map(|l| {
-            l.request_id
-                .expect("hoox dead letters name their request")
-                .to_string()
-        })
-        .collect()
-}
-
-async fn dead_letters(app: &TestApp, connection: &Connection) -> Vec<DeadLetter> {
-    let key = SecretString::from(INTERNAL_KEY.to_owned());
-    let read = DlqRead::open(connection, &app.topology, Some(&key))
-        .await
-        .unwrap();
-    let letters = read.letters.clone();
-    read.finish().await.unwrap();
-    letters
-}
-
-async fn wait_for_dead_letters(
-    app: &TestApp,
-    connection: &Connection,
-    n: usize,
-) -> Vec<DeadLetter> {
-    eventually("dead letters", || async {
-        let letters = dead_letters(app, connection).await;
-        (letters.len() >= n).then_some(letters)
-    })
-    .await
-}
-
-async fn accepted(app: &TestApp, body: &serde_json::Value) -> String {
-    let (status, envelope) = app.post(body).await;
-    assert_eq!(status, 202, "{envelope}");
-    envelope["result"]["requestId"].as_str().unwrap().to_owned()
 }
 
 async fn dequeue_times(pool: &PgPool, id: &str) -> Vec<DateTime<Utc>> {

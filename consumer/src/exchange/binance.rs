@@ -71,10 +71,16 @@ pub struct QuerySigned {
     pub key_header: &'static str,
     /// The code that means the timestamp was refused (`-1021`, `700003`).
     pub timestamp_code: &'static str,
+    /// Whether a POST sends its parameters as a form body (Binance) rather than in the
+    /// query string (MEXC, as its examples do).
+    pub post_body: bool,
+    /// How long a request stays valid after its timestamp, in ms.
+    pub recv_window: u64,
 }
 
 impl QuerySigned {
-    /// Sends `params` signed; a POST sends them as a form body, a GET as the query.
+    /// Sends `params` signed, in the query string or (for a POST, when `post_body`) as a
+    /// form body.
     pub async fn send(
         &self,
         http: &Http,
@@ -82,7 +88,6 @@ impl QuerySigned {
         method: Method,
         path: &str,
         params: &[(&str, String)],
-        recv_window: u64,
         write: Write,
     ) -> Result<Reply, ExchangeError> {
         let credentials = venue.credentials()?;
@@ -92,12 +97,12 @@ impl QuerySigned {
         venue
             .signed(http, refused, |timestamp| {
                 let mut all: Vec<(&str, String)> = params.to_vec();
-                all.push(("recvWindow", recv_window.to_string()));
+                all.push(("recvWindow", self.recv_window.to_string()));
                 all.push(("timestamp", timestamp.to_string()));
                 let payload = query_string(&all);
                 let signature = sign(credentials, &payload, "");
                 let signed = format!("{payload}&signature={signature}");
-                let request = if method == Method::POST {
+                let request = if method == Method::POST && self.post_body {
                     http.request(Method::POST, &base)
                         .header("Content-Type", "application/x-www-form-urlencoded")
                         .body(signed)
@@ -139,7 +144,10 @@ fn error_of(exchange: ExchangeName, reply: &Reply, write: Write) -> Option<Excha
     };
     Some(ExchangeError {
         class,
-        code: Some(code.map_or_else(|| format!("HTTP {}", reply.status.as_u16()), |c| c.to_string())),
+        code: Some(code.map_or_else(
+            || format!("HTTP {}", reply.status.as_u16()),
+            |c| c.to_string(),
+        )),
         message: format!("{exchange}: {message}"),
     })
 }
@@ -165,18 +173,12 @@ pub fn is_unknown_order(err: &ExchangeError) -> bool {
     err.code.as_deref() == Some("-2013")
 }
 
-const BINANCE: QuerySigned = QuerySigned {
-    exchange: ExchangeName::Binance,
-    key_header: "X-MBX-APIKEY",
-    timestamp_code: "-1021",
-};
-
 /// The Binance provider.
 pub struct Binance {
     http: Http,
     venues: Venues,
     market: Market,
-    recv_window: u64,
+    scheme: QuerySigned,
     rules: RulesCache,
 }
 
@@ -203,7 +205,13 @@ impl Binance {
             http,
             venues: Venues::new(ExchangeName::Binance, live, testnet, time),
             market,
-            recv_window,
+            scheme: QuerySigned {
+                exchange: ExchangeName::Binance,
+                key_header: "X-MBX-APIKEY",
+                timestamp_code: "-1021",
+                post_body: true,
+                recv_window,
+            },
             rules: RulesCache::default(),
         }
     }
@@ -222,8 +230,9 @@ impl Binance {
     ) -> Result<Value, ExchangeError> {
         let venue = self.venues.get(order.testnet);
         let path = self.path(endpoint);
-        let reply = BINANCE
-            .send(&self.http, venue, method, &path, params, self.recv_window, write)
+        let reply = self
+            .scheme
+            .send(&self.http, venue, method, &path, params, write)
             .await?;
         Ok(reply.json.unwrap_or(Value::Null))
     }
@@ -317,7 +326,10 @@ impl Binance {
         if order.reduce_only && self.market == Market::Usdm {
             params.push(("reduceOnly", "true".to_owned()));
         }
-        params.push(("newClientOrderId", order.client_order_id.as_str().to_owned()));
+        params.push((
+            "newClientOrderId",
+            order.client_order_id.as_str().to_owned(),
+        ));
         params.push(("newOrderRespType", "RESULT".to_owned()));
         Ok(params)
     }
@@ -329,11 +341,18 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
     if item["status"].as_str().is_some_and(|s| s != "TRADING") {
         return Err(ExchangeError::new(
             ErrorClass::Fatal,
-            format!("binance {} is not trading (status {})", order.symbol, item["status"]),
+            format!(
+                "binance {} is not trading (status {})",
+                order.symbol, item["status"]
+            ),
         ));
     }
     let filters = item["filters"].as_array().cloned().unwrap_or_default();
-    let filter = |kind: &str| filters.iter().find(|f| f["filterType"].as_str() == Some(kind));
+    let filter = |kind: &str| {
+        filters
+            .iter()
+            .find(|f| f["filterType"].as_str() == Some(kind))
+    };
     let lot = filter("LOT_SIZE").ok_or_else(|| {
         ExchangeError::new(
             ErrorClass::Retryable,
@@ -343,7 +362,9 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
     let market_lot = filter("MARKET_LOT_SIZE").filter(|_| order.order_type == OrderType::Market);
     let pick = |field: &str| {
         let lot_value = decimal(&lot[field]);
-        let market_value = market_lot.and_then(|m| decimal(&m[field])).filter(|d| !d.is_zero());
+        let market_value = market_lot
+            .and_then(|m| decimal(&m[field]))
+            .filter(|d| !d.is_zero());
         (lot_value, market_value)
     };
     let (step, market_step) = pick("stepSize");
@@ -358,7 +379,11 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
             .chain(market_step)
             .max()
             .unwrap_or(Decimal::ZERO),
-        min_qty: min.into_iter().chain(market_min).max().unwrap_or(Decimal::ZERO),
+        min_qty: min
+            .into_iter()
+            .chain(market_min)
+            .max()
+            .unwrap_or(Decimal::ZERO),
         max_qty: match (max, market_max) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -374,11 +399,13 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
 fn ack_from_order(item: Value) -> OrderAck {
     let executed = decimal(&item["executedQty"]);
     // Futures give `avgPrice`; spot gives the quote spent, so the average is computed.
-    let average = decimal(&item["avgPrice"]).filter(|p| !p.is_zero()).or_else(|| {
-        let quote = decimal(&item["cummulativeQuoteQty"])?;
-        let executed = executed.filter(|e| !e.is_zero())?;
-        Some((quote / executed).normalize())
-    });
+    let average = decimal(&item["avgPrice"])
+        .filter(|p| !p.is_zero())
+        .or_else(|| {
+            let quote = decimal(&item["cummulativeQuoteQty"])?;
+            let executed = executed.filter(|e| !e.is_zero())?;
+            Some((quote / executed).normalize())
+        });
     let time = ["updateTime", "transactTime", "time"]
         .iter()
         .find_map(|k| integer(&item[*k]))
@@ -440,7 +467,10 @@ impl Exchange for Binance {
     ) -> Result<Option<OrderAck>, ExchangeError> {
         let params = [
             ("symbol", order.symbol.to_string()),
-            ("origClientOrderId", order.client_order_id.as_str().to_owned()),
+            (
+                "origClientOrderId",
+                order.client_order_id.as_str().to_owned(),
+            ),
         ];
         match self
             .signed(order, Method::GET, "order", &params, Write::No)
@@ -521,14 +551,26 @@ mod tests {
 
     #[test]
     fn classifies_error_codes() {
-        assert_eq!(classify(-4116, "", Write::Order), Some(ErrorClass::Duplicate));
+        assert_eq!(
+            classify(-4116, "", Write::Order),
+            Some(ErrorClass::Duplicate)
+        );
         assert_eq!(
             classify(-2010, "Duplicate order sent.", Write::Order),
             Some(ErrorClass::Duplicate)
         );
-        assert_eq!(classify(-2010, "Account has insufficient balance", Write::Order), None);
-        assert_eq!(classify(-1007, "", Write::Order), Some(ErrorClass::Ambiguous));
-        assert_eq!(classify(-1003, "", Write::Order), Some(ErrorClass::Retryable));
+        assert_eq!(
+            classify(-2010, "Account has insufficient balance", Write::Order),
+            None
+        );
+        assert_eq!(
+            classify(-1007, "", Write::Order),
+            Some(ErrorClass::Ambiguous)
+        );
+        assert_eq!(
+            classify(-1003, "", Write::Order),
+            Some(ErrorClass::Retryable)
+        );
         assert_eq!(classify(-2019, "", Write::Order), None);
     }
 }

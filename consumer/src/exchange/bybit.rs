@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::rules::{plain, InstrumentRules, RulesCache};
 use super::transport::{
-    decimal, integer, query_string, status_name, text, Environment, Http, Reply, TimeSource,
-    Venue, Venues, Write,
+    decimal, integer, query_string, status_name, text, Environment, Http, Reply, TimeSource, Venue,
+    Venues, Write,
 };
 use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
 
@@ -198,7 +198,11 @@ impl Bybit {
     }
 
     /// The `/v5/order/create` body of `order`.
-    fn order_body(&self, order: &OrderRequest, rules: &InstrumentRules) -> Result<Value, ExchangeError> {
+    fn order_body(
+        &self,
+        order: &OrderRequest,
+        rules: &InstrumentRules,
+    ) -> Result<Value, ExchangeError> {
         let sized = rules.size(
             ExchangeName::Bybit,
             &order.symbol,
@@ -243,10 +247,7 @@ impl Bybit {
                 body.insert("takeProfit".into(), json!(plain(tick(take_profit))));
             }
         }
-        body.insert(
-            "orderLinkId".into(),
-            json!(order.client_order_id.as_str()),
-        );
+        body.insert("orderLinkId".into(), json!(order.client_order_id.as_str()));
         Ok(Value::Object(body))
     }
 
@@ -304,16 +305,21 @@ fn refused_timestamp(err: &ExchangeError) -> bool {
 
 /// The `result` of a successful answer, or the classified error.
 fn result(reply: Reply, write: Write) -> Result<Value, ExchangeError> {
-    let envelope = reply.json.as_ref().filter(|body| body.get("retCode").is_some());
+    let envelope = reply
+        .json
+        .as_ref()
+        .filter(|body| body.get("retCode").is_some());
     let Some(body) = envelope else {
-        let class = reply.status_class(write).unwrap_or(match reply.status.as_u16() {
-            // 403 is Bybit's IP rate limit (or a forbidden region, which waiting will not fix,
-            // but retries end in the dead-letter queue with this message).
-            403 => ErrorClass::Retryable,
-            401 => ErrorClass::Fatal,
-            _ if write == Write::Order => ErrorClass::Ambiguous,
-            _ => ErrorClass::Retryable,
-        });
+        let class = reply
+            .status_class(write)
+            .unwrap_or(match reply.status.as_u16() {
+                // 403 is Bybit's IP rate limit (or a forbidden region, which waiting will not fix,
+                // but retries end in the dead-letter queue with this message).
+                403 => ErrorClass::Retryable,
+                401 => ErrorClass::Fatal,
+                _ if write == Write::Order => ErrorClass::Ambiguous,
+                _ => ErrorClass::Retryable,
+            });
         return Err(ExchangeError {
             class,
             code: Some(format!("HTTP {}", reply.status.as_u16())),
@@ -371,7 +377,12 @@ impl Exchange for Bybit {
         });
         let venue = self.venues.get(order.testnet);
         match self
-            .private(venue, "/v5/position/set-leverage", Payload::Body(body), Write::No)
+            .private(
+                venue,
+                "/v5/position/set-leverage",
+                Payload::Body(body),
+                Write::No,
+            )
             .await
         {
             // "Set leverage has not been modified": it already is what we want.
@@ -424,7 +435,9 @@ mod tests {
     fn signs_like_an_independent_hmac() {
         let credentials = Credentials::from_pair(
             Some(SecretString::from("XXXXXXXXXX".to_owned())),
-            Some(SecretString::from("g5NQBTl4C8cyTV9cz2AIPn4FjLLpDZIoUfsQ".to_owned())),
+            Some(SecretString::from(
+                "g5NQBTl4C8cyTV9cz2AIPn4FjLLpDZIoUfsQ".to_owned(),
+            )),
         )
         .unwrap();
         let body = r#"{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"0.005","orderLinkId":"0b7f2d6c9a3e4f1b8c5d7e9f0a1b2c3d"}"#;

@@ -44,12 +44,6 @@ pub enum Market {
     Futures,
 }
 
-const SPOT: QuerySigned = QuerySigned {
-    exchange: ExchangeName::Mexc,
-    key_header: "X-MEXC-APIKEY",
-    timestamp_code: "700003",
-};
-
 /// The futures signature: lowercase hex HMAC-SHA256 of `apiKey + timestamp + params`.
 pub fn sign_futures(credentials: &Credentials, timestamp: i64, params: &str) -> String {
     credentials.sign(&format!("{}{timestamp}{params}", credentials.api_key()))
@@ -76,7 +70,7 @@ pub struct Mexc {
     http: Http,
     venues: Venues,
     market: Market,
-    recv_window: u64,
+    spot: QuerySigned,
     order_path: String,
     rules: RulesCache,
     contract_sizes: std::sync::Mutex<std::collections::HashMap<(bool, Symbol), Decimal>>,
@@ -106,7 +100,13 @@ impl Mexc {
             http,
             venues: Venues::new(ExchangeName::Mexc, live, testnet, time),
             market,
-            recv_window,
+            spot: QuerySigned {
+                exchange: ExchangeName::Mexc,
+                key_header: "X-MEXC-APIKEY",
+                timestamp_code: "700003",
+                post_body: false,
+                recv_window,
+            },
             order_path,
             rules: RulesCache::default(),
             contract_sizes: std::sync::Mutex::default(),
@@ -122,8 +122,9 @@ impl Mexc {
         write: Write,
     ) -> Result<Value, ExchangeError> {
         let venue = self.venues.get(order.testnet);
-        let reply = SPOT
-            .send(&self.http, venue, method, path, params, self.recv_window, write)
+        let reply = self
+            .spot
+            .send(&self.http, venue, method, path, params, write)
             .await?;
         Ok(reply.json.unwrap_or(Value::Null))
     }
@@ -218,7 +219,10 @@ impl Mexc {
                 params.push(("quantity", plain(sized.quantity)));
             }
         }
-        params.push(("newClientOrderId", order.client_order_id.as_str().to_owned()));
+        params.push((
+            "newClientOrderId",
+            order.client_order_id.as_str().to_owned(),
+        ));
         let answer = self
             .spot(order, Method::POST, "/api/v3/order", &params, Write::Order)
             .await?;
@@ -230,7 +234,10 @@ impl Mexc {
     async fn find_spot(&self, order: &OrderRequest) -> Result<Option<OrderAck>, ExchangeError> {
         let params = [
             ("symbol", order.symbol.to_string()),
-            ("origClientOrderId", order.client_order_id.as_str().to_owned()),
+            (
+                "origClientOrderId",
+                order.client_order_id.as_str().to_owned(),
+            ),
         ];
         match self
             .spot(order, Method::GET, "/api/v3/order", &params, Write::No)
@@ -265,26 +272,33 @@ impl Mexc {
             venue.url(&format!("{path}?{query}"))?
         };
         venue
-            .signed(&self.http, |err| err.code.as_deref() == Some("513"), |timestamp| {
-                let mut request = self
-                    .http
-                    .request(method.clone(), &url)
-                    .header("ApiKey", credentials.api_key())
-                    .header("Request-Time", timestamp.to_string())
-                    .header("Signature", sign_futures(credentials, timestamp, &signed))
-                    .header("Content-Type", "application/json");
-                if let Some(body) = &body {
-                    request = request.body(body.clone());
-                }
-                async move {
-                    let reply = self.http.send(ExchangeName::Mexc, request, write).await?;
-                    futures_data(reply, write)
-                }
-            })
+            .signed(
+                &self.http,
+                |err| err.code.as_deref() == Some("513"),
+                |timestamp| {
+                    let mut request = self
+                        .http
+                        .request(method.clone(), &url)
+                        .header("ApiKey", credentials.api_key())
+                        .header("Request-Time", timestamp.to_string())
+                        .header("Signature", sign_futures(credentials, timestamp, &signed))
+                        .header("Content-Type", "application/json");
+                    if let Some(body) = &body {
+                        request = request.body(body.clone());
+                    }
+                    async move {
+                        let reply = self.http.send(ExchangeName::Mexc, request, write).await?;
+                        futures_data(reply, write)
+                    }
+                },
+            )
             .await
     }
 
-    async fn contract(&self, order: &OrderRequest) -> Result<(InstrumentRules, Decimal), ExchangeError> {
+    async fn contract(
+        &self,
+        order: &OrderRequest,
+    ) -> Result<(InstrumentRules, Decimal), ExchangeError> {
         let symbol = futures_symbol(&order.symbol)?;
         let key = (order.testnet, order.symbol.clone());
         let rules = self
@@ -352,7 +366,13 @@ impl Mexc {
         let (rules, contract_size) = self.contract(order).await?;
         let contracts = order.quantity / contract_size;
         let sized = rules
-            .size(ExchangeName::Mexc, &order.symbol, contracts, order.price, order.reduce_only)
+            .size(
+                ExchangeName::Mexc,
+                &order.symbol,
+                contracts,
+                order.price,
+                order.reduce_only,
+            )
             .map_err(|err| ExchangeError {
                 message: format!(
                     "{} {} is {} contracts of {}: {}",
@@ -364,7 +384,9 @@ impl Mexc {
                 ),
                 ..err
             })?;
-        let number = |d: Decimal| Value::Number(Number::from_str(&plain(d)).expect("a plain decimal is a JSON number"));
+        let number = |d: Decimal| {
+            Value::Number(Number::from_str(&plain(d)).expect("a plain decimal is a JSON number"))
+        };
         let mut body = Map::new();
         body.insert("symbol".into(), json!(futures_symbol(&order.symbol)?));
         if let Some(price) = sized.price {
@@ -408,7 +430,9 @@ impl Mexc {
             )
             .await?;
         // `data` is the order id, or `{orderId, ts}` on the newer path.
-        let order_id = text(&data).or_else(|| text(&data["orderId"])).unwrap_or_default();
+        let order_id = text(&data)
+            .or_else(|| text(&data["orderId"]))
+            .unwrap_or_default();
         let placed = OrderAck {
             exchange_order_id: order_id,
             status: "accepted".to_owned(),
@@ -417,7 +441,12 @@ impl Mexc {
             placed_at: Utc::now(),
             raw: data,
         };
-        Ok(self.find_futures(order).await.ok().flatten().unwrap_or(placed))
+        Ok(self
+            .find_futures(order)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(placed))
     }
 
     async fn find_futures(&self, order: &OrderRequest) -> Result<Option<OrderAck>, ExchangeError> {
@@ -599,7 +628,9 @@ mod tests {
     fn credentials() -> Credentials {
         Credentials::from_pair(
             Some(SecretString::from("mx0aBYs33eIilxBWC5".to_owned())),
-            Some(SecretString::from("45d0b3c26f2644f19bfb98b07741b2f5".to_owned())),
+            Some(SecretString::from(
+                "45d0b3c26f2644f19bfb98b07741b2f5".to_owned(),
+            )),
         )
         .unwrap()
     }

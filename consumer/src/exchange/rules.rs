@@ -191,7 +191,13 @@ mod tests {
         assert_eq!(plain(sized.quantity), "0.005");
         assert_eq!(plain(sized.price.unwrap()), "68000.1");
         let sized = btc()
-            .size(ExchangeName::Bybit, &symbol(), d("2"), Some(d("68000.04")), false)
+            .size(
+                ExchangeName::Bybit,
+                &symbol(),
+                d("2"),
+                Some(d("68000.04")),
+                false,
+            )
             .unwrap();
         assert_eq!(plain(sized.quantity), "2");
         assert_eq!(plain(sized.price.unwrap()), "68000");
@@ -204,22 +210,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Fatal);
         assert!(
-            err.message.contains("0.0009 BTCUSDT is below binance's minimum order quantity 0.001"),
+            err.message
+                .contains("0.0009 BTCUSDT is below binance's minimum order quantity 0.001"),
             "{}",
             err.message
         );
         let err = btc()
-            .size(ExchangeName::Binance, &symbol(), d("0.001"), Some(d("100")), false)
+            .size(
+                ExchangeName::Binance,
+                &symbol(),
+                d("0.001"),
+                Some(d("100")),
+                false,
+            )
             .unwrap_err();
-        assert!(err.message.contains("below binance's minimum of 5"), "{}", err.message);
+        assert!(
+            err.message.contains("below binance's minimum of 5"),
+            "{}",
+            err.message
+        );
         // Reduce-only orders close what is open, whatever its value.
         assert!(btc()
-            .size(ExchangeName::Binance, &symbol(), d("0.001"), Some(d("100")), true)
+            .size(
+                ExchangeName::Binance,
+                &symbol(),
+                d("0.001"),
+                Some(d("100")),
+                true
+            )
             .is_ok());
         let err = btc()
             .size(ExchangeName::Binance, &symbol(), d("101"), None, false)
             .unwrap_err();
-        assert!(err.message.contains("above binance's maximum order quantity 100"));
+        assert!(err
+            .message
+            .contains("above binance's maximum order quantity 100"));
     }
 
     #[test]

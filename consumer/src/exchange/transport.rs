@@ -105,10 +105,7 @@ impl Venue {
     pub fn credentials(&self) -> Result<&Credentials, ExchangeError> {
         match (&self.base_url, &self.credentials) {
             (Some(_), Some(credentials)) => Ok(credentials),
-            (None, _) => Err(self.fatal(format!(
-                "no {} base URL configured",
-                self.environment()
-            ))),
+            (None, _) => Err(self.fatal(format!("no {} base URL configured", self.environment()))),
             (Some(_), None) => Err(self.fatal(format!(
                 "no {} API credentials configured",
                 self.environment()
@@ -118,9 +115,10 @@ impl Venue {
 
     /// `https://host/path`.
     pub fn url(&self, path: &str) -> Result<String, ExchangeError> {
-        let base = self.base_url.as_deref().ok_or_else(|| {
-            self.fatal(format!("no {} base URL configured", self.environment()))
-        })?;
+        let base = self
+            .base_url
+            .as_deref()
+            .ok_or_else(|| self.fatal(format!("no {} base URL configured", self.environment())))?;
         Ok(format!("{base}{path}"))
     }
 
@@ -371,9 +369,11 @@ impl Http {
 pub fn decimal(value: &Value) -> Option<Decimal> {
     match value {
         Value::String(s) => s.trim().parse().ok(),
-        Value::Number(n) => n.to_string().parse().ok().or_else(|| {
-            Decimal::from_scientific(&n.to_string()).ok()
-        }),
+        Value::Number(n) => n
+            .to_string()
+            .parse()
+            .ok()
+            .or_else(|| Decimal::from_scientific(&n.to_string()).ok()),
         _ => None,
     }
 }
@@ -426,8 +426,8 @@ mod tests {
 
     #[test]
     fn decimals_stay_exact_from_strings_and_numbers() {
-        let body: Value = serde_json::from_str(r#"{"a":"0.1","b":0.30000000000000004,"c":1e-3}"#)
-            .unwrap();
+        let body: Value =
+            serde_json::from_str(r#"{"a":"0.1","b":0.30000000000000004,"c":1e-3}"#).unwrap();
         assert_eq!(decimal(&body["a"]), Some("0.1".parse().unwrap()));
         assert_eq!(
             decimal(&body["b"]),

@@ -1,6 +1,7 @@
 //! Test harness: an in-process ingest and consumer on a fresh database and a unique
 //! queue, waiting helpers with deadlines, and a broker proxy that can fail on demand.
 
+pub mod exchanges;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hoox::commands::dlq::{DeadLetter, DlqRead};
 use hoox_common::amqp::Topology;
 use hoox_common::config::DEFAULT_AMQP_URL;
 use hoox_common::retry::RetryPolicy;
@@ -22,6 +24,7 @@ use hoox_consumer::Consumer;
 use hoox_ingest::publisher::Publisher;
 use hoox_ingest::{AppState, Inner};
 use lapin::options::QueueDeleteOptions;
+use lapin::Connection;
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -413,4 +416,55 @@ pub fn filled(
         placed_at: chrono::Utc::now(),
         raw: serde_json::json!({}),
     }
+}
+
+/// A connection to the test broker.
+pub async fn broker() -> Connection {
+    hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test")
+        .await
+        .unwrap()
+}
+
+/// The request ids in the dead-letter queue, oldest first.
+pub async fn dead_letter_ids(app: &TestApp, connection: &Connection) -> Vec<String> {
+    dead_letters(app, connection)
+        .await
+        .iter()
+        .map(|l| {
+            l.request_id
+                .expect("hoox dead letters name their request")
+                .to_string()
+        })
+        .collect()
+}
+
+/// What the dead-letter queue holds, oldest first (left in place).
+pub async fn dead_letters(app: &TestApp, connection: &Connection) -> Vec<DeadLetter> {
+    let key = SecretString::from(INTERNAL_KEY.to_owned());
+    let read = DlqRead::open(connection, &app.topology, Some(&key))
+        .await
+        .unwrap();
+    let letters = read.letters.clone();
+    read.finish().await.unwrap();
+    letters
+}
+
+/// Waits until the dead-letter queue holds at least `n` letters.
+pub async fn wait_for_dead_letters(
+    app: &TestApp,
+    connection: &Connection,
+    n: usize,
+) -> Vec<DeadLetter> {
+    eventually("dead letters", || async {
+        let letters = dead_letters(app, connection).await;
+        (letters.len() >= n).then_some(letters)
+    })
+    .await
+}
+
+/// Posts `body` and returns the request id of its 202.
+pub async fn accepted(app: &TestApp, body: &serde_json::Value) -> String {
+    let (status, envelope) = app.post(body).await;
+    assert_eq!(status, 202, "{envelope}");
+    envelope["result"]["requestId"].as_str().unwrap().to_owned()
 }
