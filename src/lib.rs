@@ -32,6 +32,10 @@ pub enum Command {
     Migrate(commands::migrate::MigrateArgs),
     /// Show the life of one signal, from webhook to fill or dead letter.
     Trace(commands::trace::TraceArgs),
+    /// Read and change live settings: routing, kill switch, webhook key, paper prices.
+    ///
+    /// Values are checked per key; running services see a change within a second.
+    Config(commands::config::ConfigArgs),
     /// Inspect, replay or purge dead letters (signals that could not be executed).
     Dlq(commands::dlq::DlqArgs),
     /// Halt or resume all trading; running services see the change within a second.

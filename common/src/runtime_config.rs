@@ -73,6 +73,106 @@ pub fn secret_matches(presented: &str, expected: &str) -> bool {
     presented.as_slice().ct_eq(&expected).into()
 }
 
+/// Maximum `paper:latency_ms` honoured.
+pub const MAX_PAPER_LATENCY_MS: u64 = 10_000;
+
+/// Shortest webhook key accepted by `webhooks:api_key`.
+const MIN_API_KEY_LEN: usize = 16;
+
+/// The keys an operator may set, as shown in help and errors.
+pub const KNOWN_KEYS: [&str; 6] = [
+    KILL_SWITCH,
+    WEBHOOK_API_KEY,
+    DEFAULT_ROUTING,
+    "exchanges:routing:<SYMBOL>",
+    "paper:price:<SYMBOL>",
+    PAPER_LATENCY_MS,
+];
+
+/// A config entry as it will be stored: the key normalised (`exchanges:routing:btcusdt.p`
+/// is `exchanges:routing:BTCUSDT`) and the value validated and canonical (a webhook key
+/// becomes its SHA-256 digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The normalised key.
+    pub key: String,
+    /// The value to store.
+    pub value: String,
+}
+
+/// Normalises a key, refusing one hoox does not know.
+pub fn normalise_key(key: &str) -> Result<String, String> {
+    let key = key.trim();
+    let symbol_key = |prefix: &str| -> Option<Result<String, String>> {
+        let raw = key.strip_prefix(prefix)?;
+        Some(
+            Symbol::parse(raw)
+                .map(|symbol| format!("{prefix}{symbol}"))
+                .map_err(|e| format!("config key `{key}`: {e}")),
+        )
+    };
+    if let Some(normalised) =
+        symbol_key("exchanges:routing:").or_else(|| symbol_key("paper:price:"))
+    {
+        return normalised;
+    }
+    if [
+        KILL_SWITCH,
+        WEBHOOK_API_KEY,
+        DEFAULT_ROUTING,
+        PAPER_LATENCY_MS,
+    ]
+    .contains(&key)
+    {
+        return Ok(key.to_owned());
+    }
+    Err(format!(
+        "unknown config key `{key}`; known keys: {}",
+        KNOWN_KEYS.join(", ")
+    ))
+}
+
+/// Validates `value` for `key`; the error names the key and what it takes.
+pub fn validate(key: &str, value: &str) -> Result<Setting, String> {
+    let key = normalise_key(key)?;
+    let trimmed = value.trim();
+    let value = if key == KILL_SWITCH {
+        match trimmed.to_ascii_lowercase().as_str() {
+            "true" | "on" | "1" | "yes" => "true".to_owned(),
+            "false" | "off" | "0" | "no" => "false".to_owned(),
+            _ => return Err(format!("{key} takes true or false, not `{value}`")),
+        }
+    } else if key == WEBHOOK_API_KEY {
+        if value.len() < MIN_API_KEY_LEN || value.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{key} takes a key of at least {MIN_API_KEY_LEN} characters without spaces"
+            ));
+        }
+        hash_secret(value)
+    } else if key == DEFAULT_ROUTING || key.starts_with("exchanges:routing:") {
+        trimmed
+            .parse::<ExchangeName>()
+            .map_err(|e| format!("{key}: {e}"))?
+            .as_str()
+            .to_owned()
+    } else if key.starts_with("paper:price:") {
+        match trimmed.parse::<rust_decimal::Decimal>() {
+            Ok(price) if price > rust_decimal::Decimal::ZERO => price.normalize().to_string(),
+            _ => return Err(format!("{key} takes a price above 0, not `{value}`")),
+        }
+    } else {
+        match trimmed.parse::<u64>() {
+            Ok(ms) if ms <= MAX_PAPER_LATENCY_MS => ms.to_string(),
+            _ => {
+                return Err(format!(
+                    "{key} takes whole milliseconds from 0 to {MAX_PAPER_LATENCY_MS}, not `{value}`"
+                ))
+            }
+        }
+    };
+    Ok(Setting { key, value })
+}
+
 /// A snapshot of the `config` table.
 pub type Snapshot = Arc<HashMap<String, String>>;
 
@@ -242,6 +342,34 @@ mod tests {
             .route(&btc)
             .unwrap_err()
             .contains("exchanges:routing:BTCUSDT"));
+    }
+
+    #[test]
+    fn settings_are_validated_and_normalised() {
+        let ok = |k: &str, v: &str| validate(k, v).unwrap();
+        assert_eq!(ok(KILL_SWITCH, "ON").value, "true");
+        assert_eq!(ok(DEFAULT_ROUTING, " Bybit ").value, "bybit");
+        assert_eq!(
+            ok("exchanges:routing:BYBIT:btcusdt.p", "mexc"),
+            Setting {
+                key: "exchanges:routing:BTCUSDT".into(),
+                value: "mexc".into()
+            }
+        );
+        assert_eq!(ok("paper:price:ETHUSDT", "3500.50").value, "3500.5");
+        assert_eq!(ok(PAPER_LATENCY_MS, "250").value, "250");
+        let key = ok(WEBHOOK_API_KEY, "a-long-enough-webhook-key");
+        assert!(secret_matches("a-long-enough-webhook-key", &key.value));
+        assert!(!key.value.contains("long-enough"));
+
+        let err = |k: &str, v: &str| validate(k, v).unwrap_err();
+        assert!(err(DEFAULT_ROUTING, "kraken").contains("unknown exchange `kraken`"));
+        assert!(err("exchanges:routing:BTC-USDT", "bybit").contains("exchanges:routing:BTC-USDT"));
+        assert!(err(KILL_SWITCH, "maybe").contains("true or false"));
+        assert!(err(WEBHOOK_API_KEY, "short").contains("at least 16"));
+        assert!(err("paper:price:BTCUSDT", "-1").contains("above 0"));
+        assert!(err(PAPER_LATENCY_MS, "99999").contains("0 to 10000"));
+        assert!(err("trade:killswitch", "true").contains("unknown config key `trade:killswitch`"));
     }
 
     #[test]

@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use hoox_common::config::DatabaseArgs;
-use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::logs::Severity;
 use hoox_common::runtime_config::{is_on, KILL_SWITCH};
-use serde_json::json;
 use sqlx::PgPool;
 
 /// Arguments of `hoox kill-switch`.
@@ -39,31 +38,15 @@ pub async fn state(pool: &PgPool) -> Result<bool, sqlx::Error> {
 
 /// Sets the kill switch and records who did it in `system_logs`, in one transaction.
 pub async fn set(pool: &PgPool, on: bool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        r#"
-        INSERT INTO config (key, value) VALUES ($1, $2)
-        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-        "#,
-    )
-    .bind(KILL_SWITCH)
-    .bind(if on { "true" } else { "false" })
-    .execute(&mut *tx)
-    .await?;
     let message = if on {
         "kill switch turned ON: trading halted"
     } else {
         "kill switch turned OFF: trading resumed"
     };
-    let entry = LogEntry::now(
-        Worker::Cli,
-        Severity::Warn,
-        None,
-        message,
-        json!({"key": KILL_SWITCH, "on": on}),
-    );
-    insert_logs(&mut *tx, &[entry]).await?;
-    tx.commit().await
+    let value = if on { "true" } else { "false" };
+    super::config::write(pool, KILL_SWITCH, Some(value), Severity::Warn, message)
+        .await
+        .map(drop)
 }
 
 /// Runs `hoox kill-switch`.

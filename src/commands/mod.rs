@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod config;
 pub mod dlq;
 pub mod kill_switch;
 pub mod migrate;
@@ -14,6 +15,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(*args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Trace(args) => trace::run(args).await,
+        Command::Config(args) => config::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::KillSwitch(args) => kill_switch::run(args).await,
     }

@@ -340,8 +340,32 @@ async fn a_routing_override_sends_the_next_signal_elsewhere_without_a_restart(po
     app.wait_for_fill(&first).await;
     assert_eq!(fill_of(&pool, &first).await.0, "paper");
 
+    // Through the operator's command, with a TradingView-style symbol it normalises.
+    let output = app
+        .hoox()
+        .args([
+            "config",
+            "set",
+            "exchanges:routing:BINANCE:btcusdt.p",
+            "Bybit",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "exchanges:routing:BTCUSDT = bybit"
+    );
     let symbol = hoox_common::signal::Symbol::parse("BTCUSDT").unwrap();
-    app.set_config(&routing_key(&symbol), "bybit").await;
+    let key = routing_key(&symbol);
+    tokio::time::timeout(
+        crate::support::DEADLINE,
+        app.config
+            .wait_until(|m| m.get(&key).map(String::as_str) == Some("bybit")),
+    )
+    .await
+    .expect("the running consumer sees the change");
     body["quantity"] = json!("0.002");
     let second = accepted(&app, &body).await;
     app.wait_for_fill(&second).await;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox_common::runtime_config::{paper_price_key, RuntimeConfig, PAPER_LATENCY_MS};
+use hoox_common::runtime_config::{
+    paper_price_key, RuntimeConfig, MAX_PAPER_LATENCY_MS, PAPER_LATENCY_MS,
+};
 use hoox_common::signal::{ExchangeName, Leverage};
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -14,9 +16,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
-
-/// Longest simulated latency honoured, whatever `paper:latency_ms` says.
-const MAX_LATENCY: Duration = Duration::from_secs(10);
 
 /// The simulated exchange.
 pub struct Paper {
@@ -46,8 +45,9 @@ impl Paper {
         self.config
             .get(PAPER_LATENCY_MS)
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_millis)
-            .min(MAX_LATENCY)
+            .map_or(Duration::ZERO, |ms| {
+                Duration::from_millis(ms.min(MAX_PAPER_LATENCY_MS))
+            })
     }
 }
 

@@ -1,0 +1,204 @@
+//! `hoox config list|get|set|delete`: the live settings in the `config` table. Values
+//! are checked per key before they are written; every change is recorded in
+//! `system_logs` in the same transaction, and running services see it within a second.
+
+use anyhow::{bail, Context};
+use hoox_common::config::DatabaseArgs;
+use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::runtime_config::{normalise_key, validate, KNOWN_KEYS, WEBHOOK_API_KEY};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Arguments of `hoox config`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// The config subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting.
+    List,
+    /// Print one setting's value.
+    Get {
+        /// The key, e.g. `exchanges:default_routing`.
+        key: String,
+    },
+    /// Set a value after checking it.
+    ///
+    /// Keys: trade:kill_switch (true|false), webhooks:api_key (stored as its SHA-256
+    /// digest), exchanges:default_routing and exchanges:routing:<SYMBOL> (bybit, binance,
+    /// mexc or paper), paper:price:<SYMBOL>, paper:latency_ms.
+    Set {
+        /// The key.
+        key: String,
+        /// The value; `-` reads it from standard input, so a webhook key stays out of
+        /// the shell history and the process list.
+        value: String,
+    },
+    /// Remove a setting, so its default applies again.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// How a stored value is shown: a webhook key's digest is not the key, but it is
+/// shown as what it is.
+fn shown(key: &str, value: &str) -> String {
+    if key == WEBHOOK_API_KEY {
+        format!("{value} (digest; the key itself is not stored)")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// The value recorded in the audit row: never a webhook key, not even its digest.
+fn audited(key: &str, value: &str) -> String {
+    if key == WEBHOOK_API_KEY {
+        "[redacted]".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Every setting, by key.
+pub async fn list(pool: &PgPool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT key, value FROM config ORDER BY key")
+        .fetch_all(pool)
+        .await
+}
+
+/// The value of `key`, when set.
+pub async fn get(pool: &PgPool, key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT value FROM config WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Writes `value` under `key` (or removes `key` when `None`) and records `message` in
+/// `system_logs`, in one transaction; gives the previous value.
+pub async fn write(
+    pool: &PgPool,
+    key: &str,
+    value: Option<&str>,
+    severity: Severity,
+    message: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let previous: Option<String> =
+        sqlx::query_scalar("SELECT value FROM config WHERE key = $1 FOR UPDATE")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match value {
+        Some(value) => {
+            sqlx::query(
+                r#"
+                INSERT INTO config (key, value) VALUES ($1, $2)
+                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+                "#,
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM config WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let entry = LogEntry::now(
+        Worker::Cli,
+        severity,
+        None,
+        message,
+        json!({
+            "key": key,
+            "value": value.map(|v| audited(key, v)),
+            "previous": previous.as_deref().map(|v| audited(key, v)),
+        }),
+    );
+    insert_logs(&mut *tx, &[entry]).await?;
+    tx.commit().await?;
+    Ok(previous)
+}
+
+/// Runs `hoox config`.
+pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
+    if let ConfigCommand::Set { value, .. } = &mut args.command {
+        if value == "-" {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the value from standard input")?;
+            *value = line.trim_end_matches(['\r', '\n']).to_owned();
+        }
+    }
+    // Keys and values are checked before the database is opened.
+    let key = match &args.command {
+        ConfigCommand::List => String::new(),
+        ConfigCommand::Get { key } => normalise_key(key).map_err(anyhow::Error::msg)?,
+        // A key hoox no longer knows can still be removed.
+        ConfigCommand::Delete { key } => {
+            normalise_key(key).unwrap_or_else(|_| key.trim().to_owned())
+        }
+        ConfigCommand::Set { key, value } => validate(key, value).map_err(anyhow::Error::msg)?.key,
+    };
+    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+        .await
+        .context("cannot open the database")?;
+    match args.command {
+        ConfigCommand::List => {
+            let settings = list(&pool).await?;
+            if settings.is_empty() {
+                println!(
+                    "no settings: every default applies (known keys: {})",
+                    KNOWN_KEYS.join(", ")
+                );
+            }
+            for (key, value) in settings {
+                println!("{key} = {}", shown(&key, &value));
+            }
+        }
+        ConfigCommand::Get { .. } => match get(&pool, &key).await? {
+            Some(value) => println!("{}", shown(&key, &value)),
+            None => bail!("{key} is not set"),
+        },
+        ConfigCommand::Set { key: raw, value } => {
+            let setting = validate(&raw, &value).map_err(anyhow::Error::msg)?;
+            let message = format!(
+                "config set: {} = {}",
+                setting.key,
+                audited(&setting.key, &setting.value)
+            );
+            write(
+                &pool,
+                &setting.key,
+                Some(&setting.value),
+                Severity::Warn,
+                &message,
+            )
+            .await?;
+            println!("{} = {}", setting.key, shown(&setting.key, &setting.value));
+        }
+        ConfigCommand::Delete { .. } => {
+            if get(&pool, &key).await?.is_none() {
+                bail!("{key} is not set");
+            }
+            let message = format!("config deleted: {key}");
+            write(&pool, &key, None, Severity::Warn, &message).await?;
+            println!("{key} deleted; its default applies");
+        }
+    }
+    Ok(())
+}
