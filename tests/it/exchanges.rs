@@ -236,6 +236,18 @@ async fn each_exchange_fills_signed_orders_sized_to_its_rules(pool: PgPool) {
             ),
             _ => assert_eq!(leverage, vec![("BTCUSDT".to_owned(), 5)], "{kind:?}"),
         }
+        // A limit order: its price rounded to the 0.1 tick, resting (not filled).
+        let mut limit = order_signal(kind, "SHORT");
+        limit["orderType"] = json!("limit");
+        limit["price"] = json!("68000.06");
+        limit["quantity"] = json!("0.002");
+        let resting = accepted(&app, &limit).await;
+        app.wait_for_fill(&resting).await;
+        let orders = mock.orders();
+        assert_eq!(orders[2].price.as_deref(), Some("68000.1"), "{kind:?}");
+        let (_, _, status, price, ..) = fill_of(&pool, &resting).await;
+        assert_eq!((status.as_str(), price), ("new", None), "{kind:?}");
+
         // The mocks' clocks run 20 s ahead: nothing was refused, so the offset was measured.
         assert!(mock.refused().is_empty(), "{kind:?}: {:?}", mock.refused());
         app.stop().await;
@@ -320,6 +332,37 @@ async fn an_order_taken_but_unanswered_is_found_not_placed_again(pool: PgPool) {
             logs.contains("order answer was ambiguous") && logs.contains("order found on"),
             "{kind:?}: {logs}"
         );
+        app.stop().await;
+    }
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_retry_after_an_unanswered_order_is_refused_by_the_exchange_and_found(pool: PgPool) {
+    for kind in ALL {
+        let mock = MockExchange::start(kind).await;
+        // The order is taken unanswered, and the lookup after it fails: the signal is
+        // retried, and its second order meets the exchange's duplicate check.
+        mock.fail_next(&[Fault::TakeAndHang]);
+        mock.fail_next_lookups(1);
+        let app = app_for(&pool, vec![provider(kind, &mock, Duration::from_secs(1))]).await;
+
+        let id = accepted(&app, &order_signal(kind, "LONG")).await;
+        assert_eq!(app.wait_for_fill(&id).await, 1);
+        let orders = mock.orders();
+        assert_eq!(orders.len(), 1, "{kind:?}: traded twice");
+        let (_, order_id, status, ..) = fill_of(&pool, &id).await;
+        assert_eq!(order_id.as_deref(), Some(orders[0].id.as_str()), "{kind:?}");
+        assert_eq!(status, "filled");
+        let logs = log_text(&pool, &id).await;
+        assert!(logs.contains("dequeued: attempt 2"), "{kind:?}: {logs}");
+        let second_answer = match kind {
+            Kind::Bybit | Kind::Binance => "order answer was duplicate",
+            // MEXC spot documents no duplicate code: the refusal is checked all the same.
+            Kind::MexcSpot => "order answer was fatal",
+            // MEXC futures answers a known externalOid with the existing order.
+            Kind::MexcFutures => "order placed on mexc",
+        };
+        assert!(logs.contains(second_answer), "{kind:?}: {logs}");
         app.stop().await;
     }
 }

@@ -452,7 +452,7 @@ impl Exchange for Binance {
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let rules = self
             .rules
-            .get_or_fetch(order.testnet, &order.symbol, || self.instrument(order))
+            .get_or_fetch(order, || self.instrument(order))
             .await?;
         let params = self.order_params(order, &rules)?;
         let answer = self

@@ -394,7 +394,7 @@ impl Exchange for Bybit {
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let rules = self
             .rules
-            .get_or_fetch(order.testnet, &order.symbol, || self.instrument(order))
+            .get_or_fetch(order, || self.instrument(order))
             .await?;
         let body = self.order_body(order, &rules)?;
         let venue = self.venues.get(order.testnet);

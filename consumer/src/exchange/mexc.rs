@@ -188,7 +188,7 @@ impl Mexc {
         }
         let rules = self
             .rules
-            .get_or_fetch(order.testnet, &order.symbol, || self.spot_rules(order))
+            .get_or_fetch(order, || self.spot_rules(order))
             .await?;
         let sized = rules.size(
             ExchangeName::Mexc,
@@ -303,7 +303,7 @@ impl Mexc {
         let key = (order.testnet, order.symbol.clone());
         let rules = self
             .rules
-            .get_or_fetch(order.testnet, &order.symbol, || async {
+            .get_or_fetch(order, || async {
                 let venue = self.venues.get(order.testnet);
                 let url = venue.url(&format!("/api/v1/contract/detail?symbol={symbol}"))?;
                 let reply = self

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hoox_common::signal::{ExchangeName, Symbol};
+use hoox_common::signal::{ExchangeName, OrderType, Symbol};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::{ErrorClass, ExchangeError};
@@ -119,25 +119,25 @@ pub fn step_from_places(places: u32) -> Decimal {
     Decimal::new(1, places.min(28))
 }
 
-/// Rules per (environment, symbol), fetched on first use and again after an hour.
+/// Rules per environment (live or testnet), symbol and order type (market orders may
+/// have their own limits), fetched on first use and again after an hour.
 #[derive(Debug, Default)]
 pub struct RulesCache {
-    entries: Mutex<HashMap<(bool, Symbol), (InstrumentRules, Instant)>>,
+    entries: Mutex<HashMap<(bool, Symbol, OrderType), (InstrumentRules, Instant)>>,
 }
 
 impl RulesCache {
-    /// The cached rules of `symbol`, or those `fetch` gives (then cached).
+    /// The cached rules for `order`, or those `fetch` gives (then cached).
     pub async fn get_or_fetch<F, Fut>(
         &self,
-        testnet: bool,
-        symbol: &Symbol,
+        order: &super::OrderRequest,
         fetch: F,
     ) -> Result<InstrumentRules, ExchangeError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<InstrumentRules, ExchangeError>>,
     {
-        let key = (testnet, symbol.clone());
+        let key = (order.testnet, order.symbol.clone(), order.order_type);
         let cached = self.entries.lock().ok().and_then(|entries| {
             entries
                 .get(&key)

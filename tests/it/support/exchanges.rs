@@ -85,6 +85,7 @@ struct Book {
     orders: Vec<Order>,
     leverage: Vec<(String, u32)>,
     faults: VecDeque<Fault>,
+    lookups_down: usize,
     refused: Vec<String>,
 }
 
@@ -150,6 +151,11 @@ impl MockExchange {
         self.book().faults.extend(faults.iter().copied());
     }
 
+    /// Makes the next `n` order lookups answer 503.
+    pub fn fail_next_lookups(&self, n: usize) {
+        self.book().lookups_down += n;
+    }
+
     /// The orders taken.
     pub fn orders(&self) -> Vec<Order> {
         self.book().orders.clone()
@@ -185,6 +191,16 @@ impl Inner {
 
     fn next_fault(&self) -> Option<Fault> {
         self.book().faults.pop_front()
+    }
+
+    /// A 503 when a lookup outage was asked for.
+    fn lookup_down(&self) -> Option<Response> {
+        let mut book = self.book();
+        if book.lookups_down == 0 {
+            return None;
+        }
+        book.lookups_down -= 1;
+        Some((StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response())
     }
 }
 
@@ -463,6 +479,9 @@ mod bybit {
                     (Method::POST, "/v5/order/create") => create(inner, &request).await,
                     (Method::POST, "/v5/position/set-leverage") => leverage(inner, &request),
                     (Method::GET, "/v5/order/realtime" | "/v5/order/history") => {
+                        if let Some(down) = inner.lookup_down() {
+                            return down;
+                        }
                         let link = param(&query, "orderLinkId").unwrap_or_default();
                         let list: Vec<Value> =
                             existing(inner, link).iter().map(order_item).collect();
@@ -830,6 +849,9 @@ mod binance_style {
             return error(StatusCode::NOT_FOUND, -1000, "no such route");
         }
         if request.method == Method::GET {
+            if let Some(down) = inner.lookup_down() {
+                return down;
+            }
             let client_id = param(&params, "origClientOrderId").unwrap_or_default();
             return match existing(inner, client_id) {
                 Some(order) => Json(order_json(inner.kind, &order)).into_response(),
@@ -1142,6 +1164,9 @@ mod mexc_futures {
         }
         if request.method == Method::GET {
             if let Some(rest) = path.strip_prefix("/api/v1/private/order/external/") {
+                if let Some(down) = inner.lookup_down() {
+                    return down;
+                }
                 let client_id = rest.rsplit('/').next().unwrap_or_default();
                 return match existing(inner, client_id) {
                     Some(order) => ok(order_json(&order)),
