@@ -123,8 +123,11 @@ pub fn step_from_places(places: u32) -> Decimal {
 /// have their own limits), fetched on first use and again after an hour.
 #[derive(Debug, Default)]
 pub struct RulesCache {
-    entries: Mutex<HashMap<(bool, Symbol, OrderType), (InstrumentRules, Instant)>>,
+    entries: Mutex<HashMap<RulesKey, (InstrumentRules, Instant)>>,
 }
+
+/// Testnet or not, symbol, order type.
+type RulesKey = (bool, Symbol, OrderType);
 
 impl RulesCache {
     /// The cached rules for `order`, or those `fetch` gives (then cached).
