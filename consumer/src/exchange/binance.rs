@@ -499,6 +499,8 @@ mod tests {
     /// USD-M futures, "SIGNED Endpoint Examples for POST /fapi/v1/order - HMAC Keys",
     /// example 2 (all parameters in the body):
     /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>.
+    /// Its example 3 prints `f9d0ae5e…`, which only a payload with a stray space
+    /// (`timestamp= 1591702613943`) gives; the clean payload is checked here instead.
     #[test]
     fn reproduces_the_usdm_futures_example() {
         let credentials = credentials(
@@ -518,6 +520,14 @@ mod tests {
         assert_eq!(
             sign(&credentials, "", &query_string(&params)),
             "3c661234138461fcc7a7d8746c6558c9842d4e10870d2ecbedf7777cad694af9"
+        );
+        assert_eq!(
+            sign(
+                &credentials,
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC",
+                "quantity=1&price=9000&recvWindow=5000&timestamp=1591702613943"
+            ),
+            "30baaf0fab549bbeda7f5ef201898b34122da25fd23c646cac2c529aebe670a4"
         );
     }
 

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::rules::{plain, InstrumentRules, RulesCache};
 use super::transport::{
-    decimal, integer, query_string, status_name, text, Environment, Http, Reply, TimeSource, Venue,
-    Venues, Write,
+    decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
+    TimeSource, Venue, Venues, Write,
 };
 use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
 
@@ -48,12 +48,7 @@ impl Category {
 }
 
 /// Lowercase hex HMAC-SHA256 of `timestamp + apiKey + recvWindow + payload`.
-pub fn sign(
-    credentials: &super::transport::Credentials,
-    timestamp: i64,
-    recv_window: u64,
-    payload: &str,
-) -> String {
+pub fn sign(credentials: &Credentials, timestamp: i64, recv_window: u64, payload: &str) -> String {
     credentials.sign(&format!(
         "{timestamp}{}{recv_window}{payload}",
         credentials.api_key()
@@ -425,7 +420,6 @@ impl Exchange for Bybit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::transport::Credentials;
     use secrecy::SecretString;
 
     /// Bybit's guide prints signatures without the secret behind them, so they cannot
