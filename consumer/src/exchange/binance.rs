@@ -13,7 +13,7 @@ use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::rules::{plain, InstrumentRules, RulesCache};
+use super::rules::{plain, InstrumentRules, RulesCache, Sized};
 use super::transport::{
     decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
@@ -300,29 +300,7 @@ impl Binance {
             order.price,
             order.reduce_only,
         )?;
-        let mut params = vec![
-            ("symbol", order.symbol.to_string()),
-            (
-                "side",
-                match order.side {
-                    Side::Buy => "BUY",
-                    Side::Sell => "SELL",
-                }
-                .to_owned(),
-            ),
-        ];
-        match (order.order_type, sized.price) {
-            (OrderType::Limit, Some(price)) => {
-                params.push(("type", "LIMIT".to_owned()));
-                params.push(("timeInForce", "GTC".to_owned()));
-                params.push(("quantity", plain(sized.quantity)));
-                params.push(("price", plain(price)));
-            }
-            _ => {
-                params.push(("type", "MARKET".to_owned()));
-                params.push(("quantity", plain(sized.quantity)));
-            }
-        }
+        let mut params = order_params(order, &sized, true);
         if order.reduce_only && self.market == Market::Usdm {
             params.push(("reduceOnly", "true".to_owned()));
         }
@@ -395,8 +373,40 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
     })
 }
 
-/// An order as Binance describes it (new-order RESULT or query answer).
-fn ack_from_order(item: Value) -> OrderAck {
+/// The parameters a Binance-style new order starts with: symbol, side, type, quantity
+/// and, for a limit order, price (and `timeInForce=GTC` when `time_in_force`).
+pub fn order_params(
+    order: &OrderRequest,
+    sized: &Sized,
+    time_in_force: bool,
+) -> Vec<(&'static str, String)> {
+    let side = match order.side {
+        Side::Buy => "BUY",
+        Side::Sell => "SELL",
+    };
+    let mut params = vec![
+        ("symbol", order.symbol.to_string()),
+        ("side", side.to_owned()),
+    ];
+    match (order.order_type, sized.price) {
+        (OrderType::Limit, Some(price)) => {
+            params.push(("type", "LIMIT".to_owned()));
+            if time_in_force {
+                params.push(("timeInForce", "GTC".to_owned()));
+            }
+            params.push(("quantity", plain(sized.quantity)));
+            params.push(("price", plain(price)));
+        }
+        _ => {
+            params.push(("type", "MARKET".to_owned()));
+            params.push(("quantity", plain(sized.quantity)));
+        }
+    }
+    params
+}
+
+/// An order as Binance or MEXC spot describes it (new-order or query answer).
+pub fn ack_from_order(item: Value) -> OrderAck {
     let executed = decimal(&item["executedQty"]);
     // Futures give `avgPrice`; spot gives the quote spent, so the average is computed.
     let average = decimal(&item["avgPrice"])

@@ -14,16 +14,16 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox_common::signal::{Action, ExchangeName, Leverage, OrderType, Side, Symbol};
+use hoox_common::signal::{Action, ExchangeName, Leverage, OrderType, Symbol};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Number, Value};
 
-use super::binance::{is_unknown_order, QuerySigned};
+use super::binance::{ack_from_order, is_unknown_order, order_params, QuerySigned};
 use super::rules::{plain, step_from_places, InstrumentRules, RulesCache};
 use super::transport::{
-    decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
-    TimeSource, Venues, Write,
+    decimal, integer, query_string, text, Credentials, Environment, Http, Reply, TimeSource,
+    Venues, Write,
 };
 use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
 
@@ -197,28 +197,7 @@ impl Mexc {
             order.price,
             order.reduce_only,
         )?;
-        let mut params = vec![
-            ("symbol", order.symbol.to_string()),
-            (
-                "side",
-                match order.side {
-                    Side::Buy => "BUY",
-                    Side::Sell => "SELL",
-                }
-                .to_owned(),
-            ),
-        ];
-        match (order.order_type, sized.price) {
-            (OrderType::Limit, Some(price)) => {
-                params.push(("type", "LIMIT".to_owned()));
-                params.push(("quantity", plain(sized.quantity)));
-                params.push(("price", plain(price)));
-            }
-            _ => {
-                params.push(("type", "MARKET".to_owned()));
-                params.push(("quantity", plain(sized.quantity)));
-            }
-        }
+        let mut params = order_params(order, &sized, false);
         params.push((
             "newClientOrderId",
             order.client_order_id.as_str().to_owned(),
@@ -226,7 +205,7 @@ impl Mexc {
         let answer = self
             .spot(order, Method::POST, "/api/v3/order", &params, Write::Order)
             .await?;
-        let placed = spot_ack(answer, "accepted");
+        let placed = ack_from_order(answer);
         // The answer says nothing of fills; the order's state, when readable, does.
         Ok(self.find_spot(order).await.ok().flatten().unwrap_or(placed))
     }
@@ -243,7 +222,7 @@ impl Mexc {
             .spot(order, Method::GET, "/api/v3/order", &params, Write::No)
             .await
         {
-            Ok(answer) => Ok(Some(spot_ack(answer, "unknown"))),
+            Ok(answer) => Ok(Some(ack_from_order(answer))),
             Err(err) if is_unknown_order(&err) => Ok(None),
             Err(err) => Err(err),
         }
@@ -491,29 +470,6 @@ impl Mexc {
                 .unwrap_or_else(Utc::now),
             raw: data,
         }))
-    }
-}
-
-/// A spot order as MEXC describes it.
-fn spot_ack(item: Value, default_status: &str) -> OrderAck {
-    let executed = decimal(&item["executedQty"]);
-    let average = decimal(&item["cummulativeQuoteQty"]).and_then(|quote| {
-        let executed = executed.filter(|e| !e.is_zero())?;
-        Some((quote / executed).normalize())
-    });
-    OrderAck {
-        exchange_order_id: text(&item["orderId"]).unwrap_or_default(),
-        status: item["status"]
-            .as_str()
-            .map_or_else(|| default_status.to_owned(), status_name),
-        fill_price: average,
-        fill_quantity: executed,
-        placed_at: ["updateTime", "transactTime", "time"]
-            .iter()
-            .find_map(|k| integer(&item[*k]))
-            .and_then(DateTime::from_timestamp_millis)
-            .unwrap_or_else(Utc::now),
-        raw: item,
     }
 }
 
