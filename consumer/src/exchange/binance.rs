@@ -137,10 +137,7 @@ fn error_of(exchange: ExchangeName, reply: &Reply, write: Write) -> Option<Excha
         Some(code) => classify(code, &message, write)
             .or_else(|| reply.status_class(write))
             .unwrap_or(ErrorClass::Fatal),
-        None => reply.status_class(write).unwrap_or(match write {
-            Write::Order => ErrorClass::Ambiguous,
-            Write::No => ErrorClass::Retryable,
-        }),
+        None => reply.status_class(write).unwrap_or(write.unknown_outcome()),
     };
     Some(ExchangeError {
         class,
@@ -160,8 +157,7 @@ fn classify(code: i64, message: &str, write: Write) -> Option<ErrorClass> {
         -4116 => ErrorClass::Duplicate,
         -2010 if message.to_ascii_lowercase().contains("duplicate") => ErrorClass::Duplicate,
         // UNKNOWN, DISCONNECTED, UNEXPECTED_RESP, TIMEOUT: "execution status unknown".
-        -1000 | -1001 | -1006 | -1007 if write == Write::Order => ErrorClass::Ambiguous,
-        -1000 | -1001 | -1006 | -1007 => ErrorClass::Retryable,
+        -1000 | -1001 | -1006 | -1007 => write.unknown_outcome(),
         // Rate limits; timestamp outside recvWindow (Binance, MEXC); MEXC's own 429.
         -1003 | -1008 | -1015 | -1021 | 429 | 700_003 => ErrorClass::Retryable,
         _ => return None,

@@ -312,8 +312,7 @@ fn result(reply: Reply, write: Write) -> Result<Value, ExchangeError> {
                 // but retries end in the dead-letter queue with this message).
                 403 => ErrorClass::Retryable,
                 401 => ErrorClass::Fatal,
-                _ if write == Write::Order => ErrorClass::Ambiguous,
-                _ => ErrorClass::Retryable,
+                _ => write.unknown_outcome(),
             });
         return Err(ExchangeError {
             class,
@@ -339,9 +338,9 @@ fn classify(code: i64, write: Write) -> ErrorClass {
         // Duplicate orderLinkId: derivatives, spot; a repeated request.
         110_072 | 170_141 | 10_014 => ErrorClass::Duplicate,
         // Server timeout / internal error: an order's fate is unknown.
-        10_000 | 10_016 if write == Write::Order => ErrorClass::Ambiguous,
-        // Server timeout, timestamp window, rate limits, internal error.
-        10_000 | 10_002 | 10_006 | 10_016 | 10_018 | 10_429 => ErrorClass::Retryable,
+        10_000 | 10_016 => write.unknown_outcome(),
+        // Timestamp window, rate limits.
+        10_002 | 10_006 | 10_018 | 10_429 => ErrorClass::Retryable,
         _ => ErrorClass::Fatal,
     }
 }

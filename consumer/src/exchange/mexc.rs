@@ -477,10 +477,7 @@ impl Mexc {
 fn futures_data(reply: Reply, write: Write) -> Result<Value, ExchangeError> {
     let body = reply.json.as_ref().filter(|b| b.get("success").is_some());
     let Some(body) = body else {
-        let class = reply.status_class(write).unwrap_or(match write {
-            Write::Order => ErrorClass::Ambiguous,
-            Write::No => ErrorClass::Retryable,
-        });
+        let class = reply.status_class(write).unwrap_or(write.unknown_outcome());
         return Err(ExchangeError {
             class,
             code: Some(format!("HTTP {}", reply.status.as_u16())),
@@ -506,9 +503,9 @@ fn classify_futures(code: i64, write: Write) -> ErrorClass {
         // "Repeated request": this externalOid was seen.
         603 => ErrorClass::Duplicate,
         // Internal error: an order's fate is unknown.
-        500 if write == Write::Order => ErrorClass::Ambiguous,
-        // Internal error, "Excessive frequency of requests", request time out of range.
-        500 | 510 | 513 => ErrorClass::Retryable,
+        500 => write.unknown_outcome(),
+        // "Excessive frequency of requests", request time out of range.
+        510 | 513 => ErrorClass::Retryable,
         _ => ErrorClass::Fatal,
     }
 }

@@ -258,6 +258,17 @@ pub enum Write {
     No,
 }
 
+impl Write {
+    /// What a request whose outcome is unknown (no answer, a 5xx, an unreadable reply)
+    /// means: an order may exist, so it is looked up; anything else is simply retried.
+    pub fn unknown_outcome(self) -> ErrorClass {
+        match self {
+            Self::Order => ErrorClass::Ambiguous,
+            Self::No => ErrorClass::Retryable,
+        }
+    }
+}
+
 /// An exchange's answer, whatever its status.
 #[derive(Debug)]
 pub struct Reply {
@@ -288,10 +299,7 @@ impl Reply {
             return Some(ErrorClass::Retryable);
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-            return Some(match write {
-                Write::Order => ErrorClass::Ambiguous,
-                Write::No => ErrorClass::Retryable,
-            });
+            return Some(write.unknown_outcome());
         }
         None
     }
@@ -349,13 +357,11 @@ impl Http {
             } else {
                 format!("{exchange} connection failed: {err}")
             };
-            match write {
-                Write::Order => ExchangeError::new(
-                    ErrorClass::Ambiguous,
-                    format!("{what}; the order may have been placed"),
-                ),
-                Write::No => ExchangeError::new(ErrorClass::Retryable, what),
-            }
+            let what = match write {
+                Write::Order => format!("{what}; the order may have been placed"),
+                Write::No => what,
+            };
+            ExchangeError::new(write.unknown_outcome(), what)
         };
         let response = request.send().await.map_err(unanswered)?;
         let status = response.status();
