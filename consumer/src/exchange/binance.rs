@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side};
 use reqwest::Method;
-use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::rules::{plain, InstrumentRules, RulesCache, Sized};
+use super::rules::{plain, InstrumentRules, RulesCache, Sized, SymbolRules};
 use super::transport::{
     decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
@@ -233,7 +232,7 @@ impl Binance {
         Ok(reply.json.unwrap_or(Value::Null))
     }
 
-    async fn instrument(&self, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
         let venue = self.venues.get(order.testnet);
         // USD-M's exchangeInfo lists every symbol; spot's can be asked for one.
         let url = match self.market {
@@ -311,7 +310,7 @@ impl Binance {
 
 /// Rules from one `exchangeInfo` symbol: LOT_SIZE (MARKET_LOT_SIZE for market orders
 /// when it is stricter), PRICE_FILTER, and the minimum notional.
-fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+fn binance_rules(item: &Value, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
     if item["status"].as_str().is_some_and(|s| s != "TRADING") {
         return Err(ExchangeError::new(
             ErrorClass::Fatal,
@@ -333,39 +332,42 @@ fn binance_rules(item: &Value, order: &OrderRequest) -> Result<InstrumentRules, 
             format!("binance {} has no LOT_SIZE filter", order.symbol),
         )
     })?;
-    let market_lot = filter("MARKET_LOT_SIZE").filter(|_| order.order_type == OrderType::Market);
-    let pick = |field: &str| {
-        let lot_value = decimal(&lot[field]);
-        let market_value = market_lot
-            .and_then(|m| decimal(&m[field]))
-            .filter(|d| !d.is_zero());
-        (lot_value, market_value)
-    };
-    let (step, market_step) = pick("stepSize");
-    let (min, market_min) = pick("minQty");
-    let (max, market_max) = pick("maxQty");
     let min_notional = filter("MIN_NOTIONAL")
         .and_then(|f| decimal(&f["notional"]).or_else(|| decimal(&f["minNotional"])))
         .or_else(|| filter("NOTIONAL").and_then(|f| decimal(&f["minNotional"])));
-    Ok(InstrumentRules {
-        qty_step: step
-            .into_iter()
-            .chain(market_step)
-            .max()
-            .unwrap_or(Decimal::ZERO),
-        min_qty: min
-            .into_iter()
-            .chain(market_min)
-            .max()
-            .unwrap_or(Decimal::ZERO),
-        max_qty: match (max, market_max) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
-        tick_size: filter("PRICE_FILTER")
-            .and_then(|f| decimal(&f["tickSize"]))
-            .filter(|t| !t.is_zero()),
-        min_notional,
+    let tick_size = filter("PRICE_FILTER")
+        .and_then(|f| decimal(&f["tickSize"]))
+        .filter(|t| !t.is_zero());
+    let rules = |market_lot: Option<&Value>| {
+        let pick = |field: &str| {
+            let lot_value = decimal(&lot[field]);
+            let market_value = market_lot
+                .and_then(|m| decimal(&m[field]))
+                .filter(|d| !d.is_zero());
+            (lot_value, market_value)
+        };
+        let (step, market_step) = pick("stepSize");
+        let (min, market_min) = pick("minQty");
+        let (max, market_max) = pick("maxQty");
+        InstrumentRules {
+            qty_step: step
+                .into_iter()
+                .chain(market_step)
+                .max()
+                .unwrap_or_default(),
+            min_qty: min.into_iter().chain(market_min).max().unwrap_or_default(),
+            max_qty: match (max, market_max) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            tick_size,
+            min_notional,
+            contract_size: None,
+        }
+    };
+    Ok(SymbolRules {
+        limit: rules(None),
+        market: rules(filter("MARKET_LOT_SIZE")),
     })
 }
 

@@ -12,7 +12,7 @@ use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::rules::{plain, InstrumentRules, RulesCache};
+use super::rules::{plain, InstrumentRules, RulesCache, SymbolRules};
 use super::transport::{
     decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
@@ -129,7 +129,7 @@ impl Bybit {
             .await
     }
 
-    async fn instrument(&self, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
         let venue = self.venues.get(order.testnet);
         let url = venue.url(&format!(
             "/v5/market/instruments-info?{}",
@@ -166,28 +166,38 @@ impl Bybit {
                 )
             })
         };
-        Ok(match self.category {
-            Category::Linear => InstrumentRules {
-                qty_step: field(&lot["qtyStep"], "qtyStep")?,
-                min_qty: field(&lot["minOrderQty"], "minOrderQty")?,
-                max_qty: decimal(if order.order_type == OrderType::Market {
-                    &lot["maxMktOrderQty"]
-                } else {
-                    &lot["maxOrderQty"]
-                }),
-                tick_size: decimal(&item["priceFilter"]["tickSize"]),
-                min_notional: decimal(&lot["minNotionalValue"]),
+        let (limit, (market_max, limit_max)) = match self.category {
+            Category::Linear => (
+                InstrumentRules {
+                    qty_step: field(&lot["qtyStep"], "qtyStep")?,
+                    min_qty: field(&lot["minOrderQty"], "minOrderQty")?,
+                    max_qty: None,
+                    tick_size: decimal(&item["priceFilter"]["tickSize"]),
+                    min_notional: decimal(&lot["minNotionalValue"]),
+                    contract_size: None,
+                },
+                ("maxMktOrderQty", "maxOrderQty"),
+            ),
+            Category::Spot => (
+                InstrumentRules {
+                    qty_step: field(&lot["basePrecision"], "basePrecision")?,
+                    min_qty: decimal(&lot["minOrderQty"]).unwrap_or_default(),
+                    max_qty: None,
+                    tick_size: decimal(&item["priceFilter"]["tickSize"]),
+                    min_notional: decimal(&lot["minOrderAmt"]),
+                    contract_size: None,
+                },
+                ("maxMarketOrderQty", "maxLimitOrderQty"),
+            ),
+        };
+        Ok(SymbolRules {
+            market: InstrumentRules {
+                max_qty: decimal(&lot[market_max]),
+                ..limit.clone()
             },
-            Category::Spot => InstrumentRules {
-                qty_step: field(&lot["basePrecision"], "basePrecision")?,
-                min_qty: decimal(&lot["minOrderQty"]).unwrap_or_default(),
-                max_qty: decimal(if order.order_type == OrderType::Market {
-                    &lot["maxMarketOrderQty"]
-                } else {
-                    &lot["maxLimitOrderQty"]
-                }),
-                tick_size: decimal(&item["priceFilter"]["tickSize"]),
-                min_notional: decimal(&lot["minOrderAmt"]),
+            limit: InstrumentRules {
+                max_qty: decimal(&lot[limit_max]),
+                ..limit
             },
         })
     }

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Number, Value};
 
 use super::binance::{ack_from_order, is_unknown_order, order_params, QuerySigned};
-use super::rules::{plain, step_from_places, InstrumentRules, RulesCache};
+use super::rules::{plain, step_from_places, InstrumentRules, RulesCache, SymbolRules};
 use super::transport::{
     decimal, integer, query_string, text, Credentials, Environment, Http, Reply, TimeSource,
     Venues, Write,
@@ -73,7 +73,6 @@ pub struct Mexc {
     spot: QuerySigned,
     order_path: String,
     rules: RulesCache,
-    contract_sizes: std::sync::Mutex<std::collections::HashMap<(bool, Symbol), Decimal>>,
 }
 
 impl Mexc {
@@ -109,7 +108,6 @@ impl Mexc {
             },
             order_path,
             rules: RulesCache::default(),
-            contract_sizes: std::sync::Mutex::default(),
         }
     }
 
@@ -129,7 +127,7 @@ impl Mexc {
         Ok(reply.json.unwrap_or(Value::Null))
     }
 
-    async fn spot_rules(&self, order: &OrderRequest) -> Result<InstrumentRules, ExchangeError> {
+    async fn spot_rules(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
         let venue = self.venues.get(order.testnet);
         let url = venue.url(&format!("/api/v3/exchangeInfo?symbol={}", order.symbol))?;
         let reply = self
@@ -168,7 +166,7 @@ impl Mexc {
             ));
         }
         let places = |field: &str| integer(&item[field]).and_then(|p| u32::try_from(p).ok());
-        Ok(InstrumentRules {
+        Ok(SymbolRules::same(InstrumentRules {
             qty_step: places("baseAssetPrecision").map_or(Decimal::ZERO, step_from_places),
             min_qty: decimal(&item["baseSizePrecision"]).unwrap_or_default(),
             max_qty: None,
@@ -176,7 +174,8 @@ impl Mexc {
                 .or_else(|| places("quotePrecision"))
                 .map(step_from_places),
             min_notional: decimal(&item["quoteAmountPrecision"]).filter(|d| !d.is_zero()),
-        })
+            contract_size: None,
+        }))
     }
 
     async fn place_spot(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
@@ -279,7 +278,6 @@ impl Mexc {
         order: &OrderRequest,
     ) -> Result<(InstrumentRules, Decimal), ExchangeError> {
         let symbol = futures_symbol(&order.symbol)?;
-        let key = (order.testnet, order.symbol.clone());
         let rules = self
             .rules
             .get_or_fetch(order, || async {
@@ -318,26 +316,17 @@ impl Mexc {
                             format!("MEXC futures {symbol} has no readable contractSize"),
                         )
                     })?;
-                if let Ok(mut sizes) = self.contract_sizes.lock() {
-                    sizes.insert(key.clone(), contract_size);
-                }
-                Ok(InstrumentRules {
+                Ok(SymbolRules::same(InstrumentRules {
                     qty_step: decimal(&detail["volUnit"]).unwrap_or(Decimal::ONE),
                     min_qty: decimal(&detail["minVol"]).unwrap_or(Decimal::ONE),
                     max_qty: decimal(&detail["maxVol"]),
                     tick_size: decimal(&detail["priceUnit"]).filter(|d| !d.is_zero()),
                     min_notional: None,
-                })
+                    contract_size: Some(contract_size),
+                }))
             })
             .await?;
-        let contract_size = self
-            .contract_sizes
-            .lock()
-            .ok()
-            .and_then(|sizes| sizes.get(&key).copied())
-            .ok_or_else(|| {
-                ExchangeError::new(ErrorClass::Retryable, "MEXC contract size not cached")
-            })?;
+        let contract_size = rules.contract_size.unwrap_or(Decimal::ONE);
         Ok((rules, contract_size))
     }
 
@@ -421,14 +410,20 @@ impl Mexc {
             raw: data,
         };
         Ok(self
-            .find_futures(order)
+            .find_futures(order, contract_size)
             .await
             .ok()
             .flatten()
             .unwrap_or(placed))
     }
 
-    async fn find_futures(&self, order: &OrderRequest) -> Result<Option<OrderAck>, ExchangeError> {
+    /// The futures order with `order`'s client id; its filled contracts are converted to
+    /// base coin with `contract_size`.
+    async fn find_futures(
+        &self,
+        order: &OrderRequest,
+        contract_size: Decimal,
+    ) -> Result<Option<OrderAck>, ExchangeError> {
         let symbol = futures_symbol(&order.symbol)?;
         let path = format!(
             "/api/v1/private/order/external/{symbol}/{}",
@@ -446,11 +441,6 @@ impl Mexc {
         if data.is_null() {
             return Ok(None);
         }
-        let contract_size = self
-            .contract_sizes
-            .lock()
-            .ok()
-            .and_then(|sizes| sizes.get(&(order.testnet, order.symbol.clone())).copied());
         let status = match integer(&data["state"]) {
             Some(1) => "uninformed",
             Some(2) => "new",
@@ -464,7 +454,7 @@ impl Mexc {
             status: status.to_owned(),
             fill_price: decimal(&data["dealAvgPrice"]).filter(|p| !p.is_zero()),
             fill_quantity: decimal(&data["dealVol"])
-                .map(|contracts| (contracts * contract_size.unwrap_or(Decimal::ONE)).normalize()),
+                .map(|contracts| (contracts * contract_size).normalize()),
             placed_at: integer(&data["createTime"])
                 .and_then(DateTime::from_timestamp_millis)
                 .unwrap_or_else(Utc::now),
@@ -564,9 +554,8 @@ impl Exchange for Mexc {
         match self.market {
             Market::Spot => self.find_spot(order).await,
             Market::Futures => {
-                // The fill quantity is converted with the contract size.
-                self.contract(order).await?;
-                self.find_futures(order).await
+                let (_, contract_size) = self.contract(order).await?;
+                self.find_futures(order, contract_size).await
             }
         }
     }

@@ -30,6 +30,35 @@ pub struct InstrumentRules {
     pub tick_size: Option<Decimal>,
     /// Smallest order value (quantity × price), when the exchange says.
     pub min_notional: Option<Decimal>,
+    /// Base coin per contract, where quantities are in contracts (MEXC futures).
+    pub contract_size: Option<Decimal>,
+}
+
+/// A symbol's rules for limit and for market orders (exchanges may cap market orders
+/// differently), read from one answer of the instrument endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolRules {
+    /// For limit orders.
+    pub limit: InstrumentRules,
+    /// For market orders.
+    pub market: InstrumentRules,
+}
+
+impl SymbolRules {
+    /// The same rules for both order types.
+    pub fn same(rules: InstrumentRules) -> Self {
+        Self {
+            limit: rules.clone(),
+            market: rules,
+        }
+    }
+
+    fn for_type(&self, order_type: OrderType) -> &InstrumentRules {
+        match order_type {
+            OrderType::Limit => &self.limit,
+            OrderType::Market => &self.market,
+        }
+    }
 }
 
 /// An order's quantity and price as they go on the wire.
@@ -119,18 +148,16 @@ pub fn step_from_places(places: u32) -> Decimal {
     Decimal::new(1, places.min(28))
 }
 
-/// Rules per environment (live or testnet), symbol and order type (market orders may
-/// have their own limits), fetched on first use and again after an hour.
+/// Rules per environment (live or testnet) and symbol, fetched on first use and again
+/// after an hour.
 #[derive(Debug, Default)]
 pub struct RulesCache {
-    entries: Mutex<HashMap<RulesKey, (InstrumentRules, Instant)>>,
+    entries: Mutex<HashMap<(bool, Symbol), (SymbolRules, Instant)>>,
 }
 
-/// Testnet or not, symbol, order type.
-type RulesKey = (bool, Symbol, OrderType);
-
 impl RulesCache {
-    /// The cached rules for `order`, or those `fetch` gives (then cached).
+    /// The rules for `order`'s type, from the cache or from what `fetch` gives (then
+    /// cached).
     pub async fn get_or_fetch<F, Fut>(
         &self,
         order: &super::OrderRequest,
@@ -138,23 +165,24 @@ impl RulesCache {
     ) -> Result<InstrumentRules, ExchangeError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<InstrumentRules, ExchangeError>>,
+        Fut: Future<Output = Result<SymbolRules, ExchangeError>>,
     {
-        let key = (order.testnet, order.symbol.clone(), order.order_type);
+        let key = (order.testnet, order.symbol.clone());
         let cached = self.entries.lock().ok().and_then(|entries| {
             entries
                 .get(&key)
                 .filter(|(_, at)| at.elapsed() < RULES_TTL)
-                .map(|(rules, _)| rules.clone())
+                .map(|(rules, _)| rules.for_type(order.order_type).clone())
         });
         if let Some(rules) = cached {
             return Ok(rules);
         }
         let rules = fetch().await?;
+        let wanted = rules.for_type(order.order_type).clone();
         if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(key, (rules.clone(), Instant::now()));
+            entries.insert(key, (rules, Instant::now()));
         }
-        Ok(rules)
+        Ok(wanted)
     }
 }
 
@@ -173,6 +201,7 @@ mod tests {
             max_qty: Some(d("100")),
             tick_size: Some(d("0.10")),
             min_notional: Some(d("5")),
+            contract_size: None,
         }
     }
 
