@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::exchanges::{Fault, Kind, MockExchange, CONTRACT_SIZE, KEY, MARK, SECRET};
+use crate::support::exchanges::{Fault, Kind, MockExchange, KEY, MARK, SECRET};
 use crate::support::{accepted, broker, count, wait_for_dead_letters, Options, TestApp};
 
 const ALL: [Kind; 4] = [
@@ -252,7 +252,6 @@ async fn each_exchange_fills_signed_orders_sized_to_its_rules(pool: PgPool) {
         assert!(mock.refused().is_empty(), "{kind:?}: {:?}", mock.refused());
         app.stop().await;
     }
-    assert_eq!(CONTRACT_SIZE, "0.0001");
 }
 
 #[sqlx::test(migrations = "./migrations")]

@@ -1045,7 +1045,7 @@ mod mexc_futures {
     use super::*;
 
     /// The contract size of BTC_USDT.
-    pub const CONTRACT_SIZE: &str = "0.0001";
+    const CONTRACT_SIZE: &str = "0.0001";
 
     fn ok(data: Value) -> Response {
         Json(json!({"success": true, "code": 0, "data": data})).into_response()
@@ -1241,7 +1241,6 @@ mod mexc_futures {
 }
 
 pub use binance_style::signed_payload;
-pub use mexc_futures::CONTRACT_SIZE;
 
 #[cfg(test)]
 mod tests {
