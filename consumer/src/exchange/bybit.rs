@@ -24,6 +24,9 @@ pub const LIVE_URL: &str = "https://api.bybit.com";
 /// Bybit's testnet host.
 pub const TESTNET_URL: &str = "https://api-testnet.bybit.com";
 
+/// Open and recently closed orders.
+const REALTIME: &str = "/v5/order/realtime";
+
 const TIME: TimeSource = TimeSource {
     path: "/v5/market/time",
     pointer: "/time",
@@ -256,10 +259,14 @@ impl Bybit {
         Ok(Value::Object(body))
     }
 
-    async fn find(&self, order: &OrderRequest) -> Result<Option<OrderAck>, ExchangeError> {
+    /// The order with `order`'s client id, searched in `paths`.
+    async fn find(
+        &self,
+        order: &OrderRequest,
+        paths: &[&str],
+    ) -> Result<Option<OrderAck>, ExchangeError> {
         let venue = self.venues.get(order.testnet);
-        // Open and recent orders are in `realtime`; older closed ones only in `history`.
-        for path in ["/v5/order/realtime", "/v5/order/history"] {
+        for path in paths {
             let params = vec![
                 ("category", self.category.as_str().to_owned()),
                 ("orderLinkId", order.client_order_id.as_str().to_owned()),
@@ -415,14 +422,21 @@ impl Exchange for Bybit {
         };
         // The create answer is an acknowledgement only; the order's state, when the
         // exchange already shows it, makes a better record.
-        Ok(self.find(order).await.ok().flatten().unwrap_or(placed))
+        // Only `realtime` can already show an order just placed.
+        Ok(self
+            .find(order, &[REALTIME])
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(placed))
     }
 
     async fn order_by_client_id(
         &self,
         order: &OrderRequest,
     ) -> Result<Option<OrderAck>, ExchangeError> {
-        self.find(order).await
+        // Open and recent orders are in `realtime`; older closed ones only in `history`.
+        self.find(order, &[REALTIME, "/v5/order/history"]).await
     }
 }
 
