@@ -78,6 +78,10 @@ pub struct QueueMessage {
     /// from then, because a replay is an explicit decision to execute it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_at: Option<DateTime<Utc>>,
+    /// Operator replays so far: the message's generation. The consumer runs a request
+    /// id at most once per generation, so only `hoox dlq replay` can run it again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
     /// Every earlier attempt, replays included, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
@@ -119,6 +123,7 @@ impl QueueMessage {
             signal,
             attempts: 0,
             replayed_at: None,
+            replays: 0,
             history: Vec::new(),
         }
     }
@@ -171,14 +176,20 @@ impl QueueMessage {
         next
     }
 
-    /// This message replayed by an operator at `at`: a fresh attempt count, its age
-    /// counted from now, and its history (receipt time included) kept.
+    /// This message replayed by an operator at `at`: a new generation with a fresh
+    /// attempt count, its age counted from now, and its history (receipt time
+    /// included) kept.
     pub fn replayed(&self, at: DateTime<Utc>) -> Self {
         let mut next = self.clone();
         next.attempts = 0;
         next.replayed_at = Some(at);
+        next.replays = next.replays.saturating_add(1);
         next
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -27,11 +27,19 @@ impl RetryPolicy {
         Some(self.base.saturating_mul(factor).min(self.max_delay))
     }
 
+    /// How long a delivery waits when its request id is being executed elsewhere:
+    /// the first tier, which exists whatever the number of attempts.
+    pub fn defer_delay(&self) -> Duration {
+        self.base.min(self.max_delay)
+    }
+
     /// Every distinct wait the schedule can produce, shortest first: one delay tier each.
     pub fn tiers(&self) -> Vec<Duration> {
         let mut tiers: Vec<Duration> = (1..self.max_attempts)
             .filter_map(|n| self.delay_after(n))
+            .chain([self.defer_delay()])
             .collect();
+        tiers.sort();
         tiers.dedup();
         tiers
     }
@@ -150,12 +158,12 @@ mod tests {
     }
 
     #[test]
-    fn a_single_attempt_never_retries() {
+    fn a_single_attempt_never_retries_but_keeps_the_tier_for_deferrals() {
         let policy = RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
         };
         assert_eq!(policy.delay_after(1), None);
-        assert!(policy.tiers().is_empty());
+        assert_eq!(policy.tiers(), vec![policy.defer_delay()]);
     }
 }

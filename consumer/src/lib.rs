@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{collect, BatchBounds, Collected};
 use crate::exchange::paper::Paper;
 use crate::exchange::router::ExchangeRouter;
-use crate::worker::{Disposition, Incoming, Outgoing, Processed, Worker, WorkerSettings};
+use crate::worker::{Disposition, Incoming, Outgoing, Worker, WorkerSettings};
 
 /// A consumer ready to run.
 pub struct Consumer {
@@ -142,7 +142,9 @@ impl Consumer {
         result
     }
 
-    /// Processes, commits, then settles one batch.
+    /// Processes one batch, publishes its retries and dead letters, commits, then
+    /// acknowledges. A publish that fails leaves the batch uncommitted and unacked: the
+    /// broker redelivers it and the claim resumes each attempt.
     async fn handle(
         &self,
         batch: Vec<Delivery>,
@@ -152,32 +154,38 @@ impl Consumer {
         let incoming: Vec<Incoming> = batch.iter().map(incoming).collect();
         // Once started, a batch is finished even during shutdown; only a database
         // outage that outlasts the shutdown interrupts it, and then nothing is acked.
-        let processed = match self.worker.process(&incoming, token).await {
-            Ok(processed) => processed,
-            Err(_) => return Ok(()),
+        let Ok(executed) = self.worker.process(&incoming, token).await else {
+            return Ok(());
         };
-        if self.worker.commit(&processed, token).await.is_err() {
+        for processed in &executed.processed {
+            self.publish_disposition(&processed.disposition, publisher)
+                .await?;
+        }
+        if self.worker.commit(executed, token).await.is_err() {
             return Ok(());
         }
-        for (delivery, processed) in batch.iter().zip(&processed) {
-            self.settle(delivery, processed, publisher).await?;
+        for delivery in &batch {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .context("ack")?;
         }
         Ok(())
     }
 
-    async fn settle(
+    async fn publish_disposition(
         &self,
-        delivery: &Delivery,
-        processed: &Processed,
+        disposition: &Disposition,
         publisher: &Channel,
     ) -> anyhow::Result<()> {
-        match &processed.disposition {
-            Disposition::Ack => {}
+        match disposition {
+            Disposition::Ack => Ok(()),
             Disposition::Retry { delay, message } => {
                 let queue = self.topology.retry_queue(*delay);
                 publish(publisher, &queue, message, &[])
                     .await
-                    .context("publish retry")?;
+                    .context("publish retry")
             }
             Disposition::DeadLetter {
                 reason,
@@ -190,15 +198,9 @@ impl Consumer {
                 ];
                 publish(publisher, &self.topology.dlq(), message, &headers)
                     .await
-                    .context("publish dead letter")?;
+                    .context("publish dead letter")
             }
         }
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .context("ack")?;
-        Ok(())
     }
 }
 

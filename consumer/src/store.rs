@@ -1,13 +1,20 @@
-//! The consumer's writes: one transaction per batch for its fills and audit rows, and
-//! the read that tells a redelivered message from a new one.
+//! The consumer's writes: the claim on each request id before its order is sent, and
+//! one transaction per batch for its fills, audit rows and execution outcomes.
+//!
+//! A claim is two things. A PostgreSQL advisory lock, held on one connection for the
+//! whole batch, keeps two consumers from executing the same request id at once; if
+//! the consumer dies, the server drops its connection and the locks with it. And a
+//! row in `executions`, written before the order is sent, tells every later delivery
+//! of that request id whether its attempt already ran, so a copy is never executed.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use hoox_common::logs::{insert_logs, LogEntry};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 /// One `fills` row.
@@ -55,25 +62,223 @@ pub struct Fill {
     pub executed_at: DateTime<Utc>,
 }
 
-/// The ids among `ids` that already have a fill.
-pub async fn filled_among(pool: &PgPool, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let found: Vec<Uuid> =
-        sqlx::query_scalar("SELECT request_id FROM fills WHERE request_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(pool)
-            .await?;
-    Ok(found.into_iter().collect())
+/// How an attempt at executing a request id ended, as `executions.state` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionState {
+    /// Started; its outcome is not recorded (in flight, or its consumer died).
+    Running,
+    /// Failed retryably; the next attempt waits in a delay tier.
+    Retrying,
+    /// Its fill is recorded.
+    Filled,
+    /// Dead-lettered.
+    Dead,
 }
 
-/// Writes a batch's fills and audit rows in one transaction. A fill whose request id is
-/// already recorded is kept as it was: the unique key, not hope, makes this idempotent.
+impl ExecutionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Filled => "filled",
+            Self::Dead => "dead",
+        }
+    }
+
+    fn parse(stored: &str) -> Result<Self, sqlx::Error> {
+        match stored {
+            "running" => Ok(Self::Running),
+            "retrying" => Ok(Self::Retrying),
+            "filled" => Ok(Self::Filled),
+            "dead" => Ok(Self::Dead),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown execution state `{other}`").into(),
+            )),
+        }
+    }
+}
+
+/// One delivery's request id, generation and attempt, as the claim needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The signal's id.
+    pub request_id: Uuid,
+    /// Operator replays so far.
+    pub replays: u32,
+    /// The attempt this delivery carries, 1 for the first.
+    pub attempt: u32,
+}
+
+/// What the claim says about one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to execute. `resumed` when this very attempt was started before and its
+    /// outcome never recorded: its order may exist, so look it up before placing.
+    Run {
+        /// The attempt was started before.
+        resumed: bool,
+    },
+    /// Another consumer holds this request id right now.
+    Busy,
+    /// A copy: this attempt (or a later one, or a later generation) already ended in
+    /// `state`, so executing it would trade a second time.
+    Copy {
+        /// How the request id's latest attempt ended.
+        state: ExecutionState,
+    },
+}
+
+/// The recorded execution of a request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recorded {
+    replays: u32,
+    attempt: u32,
+    state: ExecutionState,
+}
+
+/// Decides a delivery's claim from what `executions` holds for its request id.
+fn decide(recorded: Option<Recorded>, delivery: Attempt) -> Claim {
+    let Some(recorded) = recorded else {
+        return Claim::Run { resumed: false };
+    };
+    let copy = Claim::Copy {
+        state: recorded.state,
+    };
+    if delivery.replays != recorded.replays {
+        // Only `hoox dlq replay` makes a newer generation.
+        return if delivery.replays > recorded.replays {
+            Claim::Run { resumed: false }
+        } else {
+            copy
+        };
+    }
+    match recorded.state {
+        ExecutionState::Filled | ExecutionState::Dead => copy,
+        ExecutionState::Retrying if delivery.attempt > recorded.attempt => {
+            Claim::Run { resumed: false }
+        }
+        ExecutionState::Retrying => copy,
+        ExecutionState::Running if delivery.attempt < recorded.attempt => copy,
+        ExecutionState::Running => Claim::Run { resumed: true },
+    }
+}
+
+/// A connection holding the advisory locks of one batch's request ids. Released after
+/// the batch commits; dropped unreleased, it closes its connection instead of going
+/// back to the pool, so no lock outlives the batch.
+pub struct Lease {
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl Lease {
+    /// Lets go of the locks and returns the connection to the pool.
+    pub async fn release(mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        if sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *connection)
+            .await
+            .is_err()
+        {
+            connection.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.as_mut() {
+            connection.close_on_drop();
+        }
+    }
+}
+
+/// The advisory-lock key of a request id (a namespace of its own via the seed).
+const LOCK_SEED: i64 = 0x686f_6f78;
+
+/// Claims `attempts` (distinct request ids) for this consumer: locks each request id
+/// that no other consumer holds, reads what was recorded of it, and records the
+/// attempts it may run as `running` before any order is sent.
+pub async fn claim(pool: &PgPool, attempts: &[Attempt]) -> Result<(Lease, Vec<Claim>), sqlx::Error> {
+    let mut lease = Lease {
+        connection: Some(pool.acquire().await?),
+    };
+    let Some(connection) = lease.connection.as_mut() else {
+        return Err(sqlx::Error::PoolClosed);
+    };
+    let ids: Vec<Uuid> = attempts.iter().map(|a| a.request_id).collect();
+    let locked: HashMap<Uuid, bool> = sqlx::query_as(
+        "SELECT id, pg_try_advisory_lock(hashtextextended(id::text, $2)) FROM unnest($1::uuid[]) AS t(id)",
+    )
+    .bind(&ids)
+    .bind(LOCK_SEED)
+    .fetch_all(&mut **connection)
+    .await?
+    .into_iter()
+    .collect();
+    let rows: Vec<(Uuid, i32, i32, String)> = sqlx::query_as(
+        "SELECT request_id, replays, attempt, state FROM executions WHERE request_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **connection)
+    .await?;
+    let mut recorded = HashMap::with_capacity(rows.len());
+    for (id, replays, attempt, state) in rows {
+        recorded.insert(
+            id,
+            Recorded {
+                replays: u32::try_from(replays).unwrap_or_default(),
+                attempt: u32::try_from(attempt).unwrap_or_default(),
+                state: ExecutionState::parse(&state)?,
+            },
+        );
+    }
+    let claims: Vec<Claim> = attempts
+        .iter()
+        .map(|a| match locked.get(&a.request_id) {
+            Some(true) => decide(recorded.get(&a.request_id).copied(), *a),
+            _ => Claim::Busy,
+        })
+        .collect();
+    let running: Vec<&Attempt> = attempts
+        .iter()
+        .zip(&claims)
+        .filter(|(_, c)| matches!(c, Claim::Run { .. }))
+        .map(|(a, _)| a)
+        .collect();
+    if !running.is_empty() {
+        let ids: Vec<Uuid> = running.iter().map(|a| a.request_id).collect();
+        let replays: Vec<i64> = running.iter().map(|a| i64::from(a.replays)).collect();
+        let attempt: Vec<i64> = running.iter().map(|a| i64::from(a.attempt)).collect();
+        sqlx::query(
+            r#"
+            INSERT INTO executions (request_id, replays, attempt, state)
+            SELECT id, replays, attempt, 'running'
+            FROM unnest($1::uuid[], $2::int8[], $3::int8[]) AS t(id, replays, attempt)
+            ON CONFLICT (request_id) DO UPDATE
+                SET replays = EXCLUDED.replays, attempt = EXCLUDED.attempt,
+                    state = 'running', updated_at = now()
+            "#,
+        )
+        .bind(&ids)
+        .bind(&replays)
+        .bind(&attempt)
+        .execute(&mut **connection)
+        .await?;
+    }
+    Ok((lease, claims))
+}
+
+/// Writes a batch's fills, audit rows and execution outcomes in one transaction. A fill
+/// whose request id is already recorded is kept as it was: the unique key, not hope,
+/// makes this idempotent.
 pub async fn commit_batch(
     pool: &PgPool,
     fills: &[Fill],
     logs: &[LogEntry],
+    outcomes: &[(Uuid, ExecutionState)],
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for fill in fills {
@@ -113,5 +318,66 @@ pub async fn commit_batch(
         .await?;
     }
     insert_logs(&mut *tx, logs).await?;
+    if !outcomes.is_empty() {
+        let ids: Vec<Uuid> = outcomes.iter().map(|(id, _)| *id).collect();
+        let states: Vec<&str> = outcomes.iter().map(|(_, s)| s.as_str()).collect();
+        sqlx::query(
+            r#"
+            UPDATE executions e SET state = t.state, updated_at = now()
+            FROM unnest($1::uuid[], $2::text[]) AS t(id, state)
+            WHERE e.request_id = t.id
+            "#,
+        )
+        .bind(&ids)
+        .bind(&states)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(replays: u32, attempt: u32) -> Attempt {
+        Attempt {
+            request_id: Uuid::nil(),
+            replays,
+            attempt,
+        }
+    }
+
+    fn recorded(replays: u32, attempt: u32, state: ExecutionState) -> Option<Recorded> {
+        Some(Recorded {
+            replays,
+            attempt,
+            state,
+        })
+    }
+
+    #[test]
+    fn a_request_id_runs_once_per_attempt_and_generation() {
+        use ExecutionState::*;
+        let fresh = Claim::Run { resumed: false };
+        let resumed = Claim::Run { resumed: true };
+        let cases = [
+            (None, attempt(0, 1), fresh),
+            // A copy of an attempt that ended, whichever way.
+            (recorded(0, 1, Filled), attempt(0, 1), Claim::Copy { state: Filled }),
+            (recorded(0, 2, Dead), attempt(0, 3), Claim::Copy { state: Dead }),
+            (recorded(0, 1, Retrying), attempt(0, 1), Claim::Copy { state: Retrying }),
+            // The retry that the failed attempt scheduled.
+            (recorded(0, 1, Retrying), attempt(0, 2), fresh),
+            // An attempt whose consumer died: its order may exist.
+            (recorded(0, 2, Running), attempt(0, 2), resumed),
+            (recorded(0, 2, Running), attempt(0, 1), Claim::Copy { state: Running }),
+            // Only a replay (a newer generation) runs a dead letter again.
+            (recorded(1, 1, Dead), attempt(2, 1), fresh),
+            (recorded(1, 1, Running), attempt(0, 5), Claim::Copy { state: Running }),
+        ];
+        for (recorded, delivery, expected) in cases {
+            assert_eq!(decide(recorded, delivery), expected, "{recorded:?} {delivery:?}");
+        }
+    }
 }

@@ -1,13 +1,18 @@
-//! Processing one batch: verify, skip what is already filled, execute per symbol in
-//! order (different symbols concurrently), and decide each message's fate. Nothing here
-//! touches the broker: the run loop acks, retries or dead-letters from the returned
-//! [`Disposition`]s, and only after the batch's rows are committed.
+//! Processing one batch: verify, claim each request id (so a copy of a message never
+//! trades), execute per symbol in order (different symbols concurrently), and decide
+//! each message's fate. Nothing here touches the broker: the run loop publishes the
+//! retries and dead letters of the returned [`Disposition`]s, then the batch's rows
+//! are committed, and only then are the deliveries acknowledged.
 
+use std::any::Any;
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use hoox_common::logs::{LogEntry, Severity, Worker as LogWorker};
 use hoox_common::message::{AttemptRecord, DeadReason, DecodeError, QueueMessage};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
@@ -20,7 +25,7 @@ use uuid::Uuid;
 
 use crate::exchange::router::{ExchangeRouter, RouteSource};
 use crate::exchange::{ErrorClass, ExchangeError, OrderAck, OrderRequest};
-use crate::store::{self, Fill};
+use crate::store::{self, Attempt, Claim, ExecutionState, Fill, Lease};
 
 /// A message as it came off the queue.
 #[derive(Debug, Clone)]
@@ -78,6 +83,15 @@ pub struct Processed {
     pub logs: Vec<LogEntry>,
     /// What to do with the delivery.
     pub disposition: Disposition,
+    /// How the attempt ended, for `executions`; `None` when nothing was attempted.
+    pub outcome: Option<(Uuid, ExecutionState)>,
+}
+
+/// A processed batch, still holding the claim on its request ids.
+pub struct Executed {
+    /// Each delivery's outcome, in delivery order.
+    pub processed: Vec<Processed>,
+    lease: Lease,
 }
 
 /// The batch was interrupted by shutdown before anything was decided: ack nothing.
@@ -130,12 +144,13 @@ impl Worker {
         }
     }
 
-    /// Processes a batch; the result is in delivery order.
+    /// Processes a batch: claims its request ids, then executes what the claim allows.
+    /// The result is in delivery order, and holds the claim until [`Worker::commit`].
     pub async fn process(
         &self,
         batch: &[Incoming],
         token: &CancellationToken,
-    ) -> Result<Vec<Processed>, Interrupted> {
+    ) -> Result<Executed, Interrupted> {
         let batch_id = Uuid::new_v4();
         let batch_context = &json!({"id": batch_id, "size": batch.len()});
         let decoded: Vec<_> = batch
@@ -144,41 +159,72 @@ impl Worker {
                 QueueMessage::decode(&m.body, m.signature.as_deref(), &self.settings.internal_key)
             })
             .collect();
-        let ids: Vec<Uuid> = decoded.iter().flatten().map(|m| m.request_id).collect();
-        let filled = self
-            .wait_for_db(token, || store::filled_among(&self.pool, &ids))
-            .await?;
 
         let mut results: Vec<Option<Processed>> = vec![None; batch.len()];
-        // Per symbol, in arrival order: signals for one symbol never overtake each other.
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        // The first delivery of each request id in the batch is claimed; a later one is
+        // a copy (a broker redelivery, or a message published twice).
+        let mut claimed: Vec<usize> = Vec::new();
+        let mut seen = HashSet::new();
         for (index, (incoming, decoded)) in batch.iter().zip(&decoded).enumerate() {
-            let message = match decoded {
-                Ok(message) => message,
-                Err(err) => {
-                    results[index] = Some(undecodable(incoming, err, batch_context));
+            match decoded {
+                Err(err) => results[index] = Some(undecodable(incoming, err, batch_context)),
+                Ok(message) if !seen.insert(message.request_id) => {
+                    results[index] = Some(copy(message, None, batch_context));
+                }
+                Ok(_) => claimed.push(index),
+            }
+        }
+        let attempts: Vec<Attempt> = claimed
+            .iter()
+            .filter_map(|&i| decoded[i].as_ref().ok())
+            .map(|m| Attempt {
+                request_id: m.request_id,
+                replays: m.replays,
+                attempt: m.attempt(),
+            })
+            .collect();
+        let (lease, claims) = self
+            .wait_for_db(token, || store::claim(&self.pool, &attempts))
+            .await?;
+
+        // Per symbol, in arrival order: signals for one symbol never overtake each other.
+        let mut groups: Vec<(&str, Vec<(usize, bool)>)> = Vec::new();
+        for (&index, claim) in claimed.iter().zip(&claims) {
+            let Ok(message) = &decoded[index] else {
+                continue;
+            };
+            let resumed = match claim {
+                Claim::Run { resumed } => *resumed,
+                Claim::Busy => {
+                    results[index] = Some(self.deferred(message, batch_context));
+                    continue;
+                }
+                Claim::Copy { state } => {
+                    results[index] = Some(copy(message, Some(*state), batch_context));
                     continue;
                 }
             };
-            if filled.contains(&message.request_id) {
-                results[index] = Some(already_filled(message, incoming, batch_context));
-                continue;
-            }
             let symbol = message.signal.symbol.as_str();
-            match groups.iter_mut().find(|(s, _)| s == symbol) {
-                Some((_, indices)) => indices.push(index),
-                None => groups.push((symbol.to_owned(), vec![index])),
+            match groups.iter_mut().find(|(s, _)| *s == symbol) {
+                Some((_, indices)) => indices.push((index, resumed)),
+                None => groups.push((symbol, vec![(index, resumed)])),
             }
         }
 
         let decoded = &decoded;
         let executed = join_all(groups.iter().map(|(_, indices)| async move {
             let mut out = Vec::with_capacity(indices.len());
-            for &index in indices {
+            for &(index, resumed) in indices {
                 let Ok(message) = &decoded[index] else {
                     continue;
                 };
-                let executed = self.execute(message, &batch[index], batch_context).await;
+                let incoming = &batch[index];
+                // A panic in one signal's execution (a bug, an exchange answer nobody
+                // foresaw) dead-letters that signal alone, not its batch or the consumer.
+                let executed = AssertUnwindSafe(self.execute(message, incoming, resumed, batch_context))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
                 out.push((index, executed));
             }
             out
@@ -187,22 +233,37 @@ impl Worker {
         for (index, processed) in executed.into_iter().flatten() {
             results[index] = Some(processed);
         }
-        Ok(results.into_iter().flatten().collect())
+        Ok(Executed {
+            processed: results.into_iter().flatten().collect(),
+            lease,
+        })
     }
 
-    /// Commits the batch's fills and audit rows, retrying while the database is down.
+    /// Commits the batch's fills, audit rows and outcomes, retrying while the database
+    /// is down, then lets go of its claim.
+    ///
+    /// The run loop publishes retries and dead letters before this commit: an outcome
+    /// recorded as `retrying` or `dead` is then always in the broker, and a crash in
+    /// between leaves the attempt `running`, which a redelivery resumes.
     pub async fn commit(
         &self,
-        processed: &[Processed],
+        executed: Executed,
         token: &CancellationToken,
     ) -> Result<(), Interrupted> {
+        let Executed { processed, lease } = executed;
         let fills: Vec<Fill> = processed.iter().filter_map(|p| p.fill.clone()).collect();
         let logs: Vec<LogEntry> = processed
             .iter()
             .flat_map(|p| p.logs.iter().cloned())
             .collect();
-        self.wait_for_db(token, || store::commit_batch(&self.pool, &fills, &logs))
-            .await
+        let outcomes: Vec<(Uuid, ExecutionState)> =
+            processed.iter().filter_map(|p| p.outcome).collect();
+        self.wait_for_db(token, || {
+            store::commit_batch(&self.pool, &fills, &logs, &outcomes)
+        })
+        .await?;
+        lease.release().await;
+        Ok(())
     }
 
     /// Runs a database call until it succeeds: with the database down, the batch waits
@@ -234,6 +295,7 @@ impl Worker {
         &self,
         message: &QueueMessage,
         incoming: &Incoming,
+        resumed: bool,
         batch: &serde_json::Value,
     ) -> Processed {
         let id = Some(message.request_id);
@@ -243,7 +305,7 @@ impl Worker {
             Severity::Info,
             id,
             format!("dequeued: attempt {attempt}"),
-            json!({"batch": batch, "redelivered": incoming.redelivered}),
+            json!({"batch": batch, "redelivered": incoming.redelivered, "resumed": resumed}),
         )];
 
         let age = Utc::now().signed_duration_since(message.age_origin());
@@ -304,7 +366,7 @@ impl Worker {
         // A signal tried before may have traded unseen; an exchange that does not
         // say "duplicate" plainly then refuses it as something fatal-looking, so the
         // order is looked up before such a refusal is believed.
-        let tried_before = attempt > 1 || incoming.redelivered;
+        let tried_before = attempt > 1 || resumed || incoming.redelivered;
         let placed = match provider.place_order(&order).await {
             Ok(ack) => Ok((ack, false)),
             Err(err)
@@ -360,6 +422,7 @@ impl Worker {
                     fill: Some(fill_row(message, &order, exchange.as_str(), ack)),
                     logs,
                     disposition: Disposition::Ack,
+                    outcome: Some((message.request_id, ExecutionState::Filled)),
                 }
             }
             Err(err) => self.failed(message, exchange.as_str(), err, logs),
@@ -411,6 +474,7 @@ impl Worker {
                         delay,
                         message: self.outgoing(&next),
                     },
+                    outcome: Some((message.request_id, ExecutionState::Retrying)),
                 }
             }
             None => {
@@ -447,6 +511,53 @@ impl Worker {
                 error,
                 message: outgoing,
             },
+            outcome: Some((message.request_id, ExecutionState::Dead)),
+        }
+    }
+
+    /// A signal whose execution panicked: dead-lettered as fatal, alone.
+    fn panicked(&self, message: &QueueMessage, panic: &(dyn Any + Send)) -> Processed {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        tracing::error!(request_id = %message.request_id, panic = %what, "signal execution panicked; dead-lettering it");
+        let record = AttemptRecord {
+            at: Utc::now(),
+            exchange: message
+                .signal
+                .exchange
+                .map_or("none", |e| e.as_str())
+                .to_owned(),
+            code: None,
+            message: format!("internal error: {what}"),
+        };
+        let error = format!("internal error while executing the signal: {what}");
+        self.dead_letter(message, DeadReason::Fatal, error, Some(record), Vec::new())
+    }
+
+    /// A delivery whose request id another consumer is executing right now: it waits
+    /// out the first delay tier and is looked at again, unchanged. Acknowledging it
+    /// would lose the signal if that other consumer died before finishing.
+    fn deferred(&self, message: &QueueMessage, batch: &serde_json::Value) -> Processed {
+        let delay = self.settings.retry.defer_delay();
+        Processed {
+            fill: None,
+            logs: vec![log(
+                Severity::Warn,
+                Some(message.request_id),
+                format!(
+                    "delivered while another consumer executes it; looked at again in {}",
+                    human(delay)
+                ),
+                json!({"batch": batch, "attempt": message.attempt()}),
+            )],
+            disposition: Disposition::Retry {
+                delay,
+                message: self.outgoing(message),
+            },
+            outcome: None,
         }
     }
 
@@ -489,23 +600,42 @@ fn undecodable(incoming: &Incoming, err: &DecodeError, batch: &serde_json::Value
                 attempts: 0,
             },
         },
+        outcome: None,
     }
 }
 
-fn already_filled(
+/// A delivery of an attempt that already ran (or runs in this batch): acknowledged
+/// without trading, with an audit row, because executing it would trade twice.
+fn copy(
     message: &QueueMessage,
-    incoming: &Incoming,
+    state: Option<ExecutionState>,
     batch: &serde_json::Value,
 ) -> Processed {
+    let what = match state {
+        None => "delivered twice in one batch",
+        Some(ExecutionState::Filled) => "delivered again after its fill was recorded",
+        Some(ExecutionState::Dead) => {
+            "delivered again after it was dead-lettered (only `hoox dlq replay` runs it again)"
+        }
+        Some(ExecutionState::Retrying | ExecutionState::Running) => {
+            "delivered again after this attempt ran"
+        }
+    };
     Processed {
         fill: None,
         logs: vec![log(
             Severity::Warn,
             Some(message.request_id),
-            "delivered again after its fill was recorded; acknowledged without trading".to_owned(),
-            json!({"batch": batch, "redelivered": incoming.redelivered}),
+            format!("{what}; acknowledged without trading"),
+            json!({
+                "batch": batch,
+                "attempt": message.attempt(),
+                "replays": message.replays,
+                "state": state.map(ExecutionState::as_str),
+            }),
         )],
         disposition: Disposition::Ack,
+        outcome: None,
     }
 }
 

@@ -327,11 +327,14 @@ async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(poo
         })
         .collect();
 
-    let processed = worker
+    let executed = worker
         .process(&batch, &CancellationToken::new())
         .await
         .unwrap();
-    assert!(processed.iter().all(|p| p.disposition == Disposition::Ack));
+    assert!(executed
+        .processed
+        .iter()
+        .all(|p| p.disposition == Disposition::Ack));
     assert_eq!(
         probe.max_in_flight.load(Ordering::SeqCst),
         2,
@@ -357,7 +360,7 @@ async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(poo
         assert_eq!(called, sent, "{symbol} in arrival order");
     }
     worker
-        .commit(&processed, &CancellationToken::new())
+        .commit(executed, &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, 5);

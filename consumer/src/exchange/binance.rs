@@ -412,7 +412,7 @@ pub fn ack_from_order(item: Value) -> OrderAck {
         .or_else(|| {
             let quote = decimal(&item["cummulativeQuoteQty"])?;
             let executed = executed.filter(|e| !e.is_zero())?;
-            Some((quote / executed).normalize())
+            Some(quote.checked_div(executed)?.normalize())
         });
     let time = ["updateTime", "transactTime", "time"]
         .iter()

@@ -247,12 +247,11 @@ impl Bybit {
             if order.reduce_only {
                 body.insert("reduceOnly".into(), json!(true));
             }
-            let tick = |p| rules.tick_size.map_or(p, |t| super::rules::round_to(p, t));
             if let Some(stop_loss) = order.stop_loss {
-                body.insert("stopLoss".into(), json!(plain(tick(stop_loss))));
+                body.insert("stopLoss".into(), json!(plain(rules.tick(stop_loss)?)));
             }
             if let Some(take_profit) = order.take_profit {
-                body.insert("takeProfit".into(), json!(plain(tick(take_profit))));
+                body.insert("takeProfit".into(), json!(plain(rules.tick(take_profit)?)));
             }
         }
         body.insert("orderLinkId".into(), json!(order.client_order_id.as_str()));

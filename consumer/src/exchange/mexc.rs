@@ -332,7 +332,15 @@ impl Mexc {
 
     async fn place_futures(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let (rules, contract_size) = self.contract(order).await?;
-        let contracts = order.quantity / contract_size;
+        let contracts = order.quantity.checked_div(contract_size).ok_or_else(|| {
+            ExchangeError::new(
+                ErrorClass::Fatal,
+                format!(
+                    "quantity {} {} cannot be converted to contracts of {contract_size}",
+                    order.quantity, order.symbol
+                ),
+            )
+        })?;
         let sized = rules
             .size(
                 ExchangeName::Mexc,
@@ -379,12 +387,11 @@ impl Mexc {
         );
         // Cross margin: the account's balance backs every position.
         body.insert("openType".into(), json!(2));
-        let tick = |p| rules.tick_size.map_or(p, |t| super::rules::round_to(p, t));
         if let Some(stop_loss) = order.stop_loss {
-            body.insert("stopLossPrice".into(), number(tick(stop_loss)));
+            body.insert("stopLossPrice".into(), number(rules.tick(stop_loss)?));
         }
         if let Some(take_profit) = order.take_profit {
-            body.insert("takeProfitPrice".into(), number(tick(take_profit)));
+            body.insert("takeProfitPrice".into(), number(rules.tick(take_profit)?));
         }
         body.insert("externalOid".into(), json!(order.client_order_id.as_str()));
         let data = self
@@ -454,7 +461,8 @@ impl Mexc {
             status: status.to_owned(),
             fill_price: decimal(&data["dealAvgPrice"]).filter(|p| !p.is_zero()),
             fill_quantity: decimal(&data["dealVol"])
-                .map(|contracts| (contracts * contract_size).normalize()),
+                .and_then(|contracts| contracts.checked_mul(contract_size))
+                .map(|quantity| quantity.normalize()),
             placed_at: integer(&data["createTime"])
                 .and_then(DateTime::from_timestamp_millis)
                 .unwrap_or_else(Utc::now),

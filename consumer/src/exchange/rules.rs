@@ -85,7 +85,8 @@ impl InstrumentRules {
             code: Some("min_order".to_owned()),
             message,
         };
-        let floored = floor_to(quantity, self.qty_step);
+        let floored = floor_to(quantity, self.qty_step)
+            .ok_or_else(|| out_of_range("quantity", quantity))?;
         if floored < self.min_qty || floored.is_zero() {
             return Err(fatal(format!(
                 "quantity {} {symbol} is below {exchange}'s minimum order quantity {} (step {})",
@@ -101,12 +102,11 @@ impl InstrumentRules {
                 max.normalize()
             )));
         }
-        let price = price.map(|p| match self.tick_size {
-            Some(tick) if !tick.is_zero() => round_to(p, tick),
-            _ => p,
-        });
+        let price = price.map(|p| self.tick(p)).transpose()?;
         if let (Some(min), Some(price), false) = (self.min_notional, price, reduce_only) {
-            let notional = floored * price;
+            let notional = floored
+                .checked_mul(price)
+                .ok_or_else(|| out_of_range("order value of", floored))?;
             if notional < min {
                 return Err(fatal(format!(
                     "order value {} ({} {symbol} at {}) is below {exchange}'s minimum of {}",
@@ -122,20 +122,48 @@ impl InstrumentRules {
             price,
         })
     }
-}
 
-/// `value` floored to a multiple of `step` (unchanged when `step` is zero).
-pub fn floor_to(value: Decimal, step: Decimal) -> Decimal {
-    if step.is_zero() {
-        return value;
+    /// `price` rounded to the tick, when the exchange gives one.
+    pub fn tick(&self, price: Decimal) -> Result<Decimal, ExchangeError> {
+        match self.tick_size {
+            Some(tick) => round_to(price, tick).ok_or_else(|| out_of_range("price", price)),
+            None => Ok(price),
+        }
     }
-    ((value / step).floor() * step).normalize()
 }
 
-/// `value` rounded to the nearest multiple of `tick`, halves away from zero.
-pub fn round_to(value: Decimal, tick: Decimal) -> Decimal {
-    ((value / tick).round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero) * tick)
-        .normalize()
+/// A value the instrument's arithmetic cannot hold: refused for good.
+fn out_of_range(what: &str, value: Decimal) -> ExchangeError {
+    ExchangeError {
+        class: ErrorClass::Fatal,
+        code: Some("out_of_range".to_owned()),
+        message: format!(
+            "{what} {} is out of range: sizing it overflows",
+            value.normalize()
+        ),
+    }
+}
+
+/// `value` floored to a multiple of `step` (unchanged when `step` is zero); `None`
+/// when the arithmetic overflows.
+pub fn floor_to(value: Decimal, step: Decimal) -> Option<Decimal> {
+    if step.is_zero() {
+        return Some(value);
+    }
+    let steps = value.checked_div(step)?.floor();
+    Some(steps.checked_mul(step)?.normalize())
+}
+
+/// `value` rounded to the nearest multiple of `tick`, halves away from zero (unchanged
+/// when `tick` is zero); `None` when the arithmetic overflows.
+pub fn round_to(value: Decimal, tick: Decimal) -> Option<Decimal> {
+    if tick.is_zero() {
+        return Some(value);
+    }
+    let ticks = value
+        .checked_div(tick)?
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    Some(ticks.checked_mul(tick)?.normalize())
 }
 
 /// A decimal as exchanges want it: plain digits, no exponent, no trailing zeros.
@@ -277,6 +305,30 @@ mod tests {
         assert!(err
             .message
             .contains("above binance's maximum order quantity 100"));
+    }
+
+    #[test]
+    fn sizing_near_the_decimal_maximum_is_a_fatal_error_not_a_panic() {
+        let tiny_step = InstrumentRules {
+            qty_step: d("0.00000001"),
+            tick_size: Some(d("0.00000001")),
+            min_notional: Some(d("5")),
+            ..btc()
+        };
+        for (quantity, price) in [
+            (Decimal::MAX, None),
+            (d("1"), Some(Decimal::MAX)),
+            (d("7922816251426433759354395033"), Some(d("7922816251426433759354395033"))),
+        ] {
+            let err = tiny_step
+                .size(ExchangeName::Bybit, &symbol(), quantity, price, false)
+                .unwrap_err();
+            assert_eq!(err.class, ErrorClass::Fatal);
+            assert_eq!(err.code.as_deref(), Some("out_of_range"));
+        }
+        assert_eq!(floor_to(Decimal::MAX, d("0.001")), None);
+        assert_eq!(round_to(Decimal::MAX, d("0.1")), None);
+        assert_eq!(floor_to(d("1.234"), Decimal::ZERO), Some(d("1.234")));
     }
 
     #[test]
