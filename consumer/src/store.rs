@@ -201,7 +201,10 @@ const LOCK_SEED: i64 = 0x686f_6f78;
 /// Claims `attempts` (distinct request ids) for this consumer: locks each request id
 /// that no other consumer holds, reads what was recorded of it, and records the
 /// attempts it may run as `running` before any order is sent.
-pub async fn claim(pool: &PgPool, attempts: &[Attempt]) -> Result<(Lease, Vec<Claim>), sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    attempts: &[Attempt],
+) -> Result<(Lease, Vec<Claim>), sqlx::Error> {
     let mut lease = Lease {
         connection: Some(pool.acquire().await?),
     };
@@ -364,20 +367,44 @@ mod tests {
         let cases = [
             (None, attempt(0, 1), fresh),
             // A copy of an attempt that ended, whichever way.
-            (recorded(0, 1, Filled), attempt(0, 1), Claim::Copy { state: Filled }),
-            (recorded(0, 2, Dead), attempt(0, 3), Claim::Copy { state: Dead }),
-            (recorded(0, 1, Retrying), attempt(0, 1), Claim::Copy { state: Retrying }),
+            (
+                recorded(0, 1, Filled),
+                attempt(0, 1),
+                Claim::Copy { state: Filled },
+            ),
+            (
+                recorded(0, 2, Dead),
+                attempt(0, 3),
+                Claim::Copy { state: Dead },
+            ),
+            (
+                recorded(0, 1, Retrying),
+                attempt(0, 1),
+                Claim::Copy { state: Retrying },
+            ),
             // The retry that the failed attempt scheduled.
             (recorded(0, 1, Retrying), attempt(0, 2), fresh),
             // An attempt whose consumer died: its order may exist.
             (recorded(0, 2, Running), attempt(0, 2), resumed),
-            (recorded(0, 2, Running), attempt(0, 1), Claim::Copy { state: Running }),
+            (
+                recorded(0, 2, Running),
+                attempt(0, 1),
+                Claim::Copy { state: Running },
+            ),
             // Only a replay (a newer generation) runs a dead letter again.
             (recorded(1, 1, Dead), attempt(2, 1), fresh),
-            (recorded(1, 1, Running), attempt(0, 5), Claim::Copy { state: Running }),
+            (
+                recorded(1, 1, Running),
+                attempt(0, 5),
+                Claim::Copy { state: Running },
+            ),
         ];
         for (recorded, delivery, expected) in cases {
-            assert_eq!(decide(recorded, delivery), expected, "{recorded:?} {delivery:?}");
+            assert_eq!(
+                decide(recorded, delivery),
+                expected,
+                "{recorded:?} {delivery:?}"
+            );
         }
     }
 }

@@ -221,10 +221,11 @@ impl Worker {
                 let incoming = &batch[index];
                 // A panic in one signal's execution (a bug, an exchange answer nobody
                 // foresaw) dead-letters that signal alone, not its batch or the consumer.
-                let executed = AssertUnwindSafe(self.execute(message, incoming, resumed, batch_context))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
+                let executed =
+                    AssertUnwindSafe(self.execute(message, incoming, resumed, batch_context))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
                 out.push((index, executed));
             }
             out

@@ -76,7 +76,8 @@ fn provider_for(
     }
 }
 
-fn provider(kind: Kind, mock: &MockExchange, timeout: Duration) -> Arc<dyn Exchange> {
+/// The provider of `kind` trading on `mock`'s live environment.
+pub fn provider(kind: Kind, mock: &MockExchange, timeout: Duration) -> Arc<dyn Exchange> {
     provider_for(
         kind,
         live(mock.url(), SECRET),

@@ -11,6 +11,7 @@
 
 mod config;
 mod crash;
+mod exactly_once;
 mod exchanges;
 mod pipeline;
 mod retry;

@@ -8,20 +8,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hoox::commands::dlq;
-use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::KILL_SWITCH;
-use hoox_common::signal::{ExchangeName, Leverage, WebhookSignal};
+use hoox_common::signal::{ExchangeName, Leverage};
 use hoox_consumer::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
-use lapin::Connection;
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::support::{
-    accepted, broker, count, dead_letter_ids, dead_letters, eventually, filled, signal,
-    wait_for_dead_letters, Options, TestApp, INTERNAL_KEY,
+    accepted, broker, count, dead_letter_ids, dead_letters, eventually, filled, message_for,
+    publish_signed, signal, wait_for_dead_letters, Options, TestApp, INTERNAL_KEY,
 };
 
 /// An exchange whose answers a test scripts: queued answers first, then the default.
@@ -138,24 +135,6 @@ async fn dequeue_times(pool: &PgPool, id: &str) -> Vec<DateTime<Utc>> {
     .fetch_all(pool)
     .await
     .unwrap()
-}
-
-/// Publishes a signed message straight onto the main queue, as ingest would.
-async fn publish_signed(app: &TestApp, connection: &Connection, message: &QueueMessage) {
-    let (body, signature) = message.encode(&SecretString::from(INTERNAL_KEY.to_owned()));
-    let channel = connection.create_channel().await.unwrap();
-    app.topology.declare(&channel).await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
-    let id = message.request_id.to_string();
-    let headers = hoox_common::amqp::signed_headers(Some(&signature), Some(&id));
-    hoox_common::amqp::publish_confirmed(&channel, app.topology.queue(), &body, headers, None)
-        .await
-        .unwrap();
-}
-
-fn message_for(symbol: &str, received_at: DateTime<Utc>) -> QueueMessage {
-    let parsed = WebhookSignal::from_json(signal(symbol).as_object().unwrap()).unwrap();
-    QueueMessage::new(Uuid::new_v4(), received_at, parsed.signal)
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]

@@ -85,8 +85,8 @@ impl InstrumentRules {
             code: Some("min_order".to_owned()),
             message,
         };
-        let floored = floor_to(quantity, self.qty_step)
-            .ok_or_else(|| out_of_range("quantity", quantity))?;
+        let floored =
+            floor_to(quantity, self.qty_step).ok_or_else(|| out_of_range("quantity", quantity))?;
         if floored < self.min_qty || floored.is_zero() {
             return Err(fatal(format!(
                 "quantity {} {symbol} is below {exchange}'s minimum order quantity {} (step {})",
@@ -318,7 +318,10 @@ mod tests {
         for (quantity, price) in [
             (Decimal::MAX, None),
             (d("1"), Some(Decimal::MAX)),
-            (d("7922816251426433759354395033"), Some(d("7922816251426433759354395033"))),
+            (
+                d("7922816251426433759354395033"),
+                Some(d("7922816251426433759354395033")),
+            ),
         ] {
             let err = tiny_step
                 .size(ExchangeName::Bybit, &symbol(), quantity, price, false)

@@ -2,6 +2,7 @@
 //! queue, waiting helpers with deadlines, and a broker proxy that can fail on demand.
 
 pub mod exchanges;
+pub mod ledger;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -13,8 +14,10 @@ use std::time::Duration;
 use hoox::commands::dlq::{DeadLetter, DlqRead};
 use hoox_common::amqp::Topology;
 use hoox_common::config::DEFAULT_AMQP_URL;
+use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::RuntimeConfig;
+use hoox_common::signal::WebhookSignal;
 use hoox_consumer::batch::BatchBounds;
 use hoox_consumer::exchange::paper::Paper;
 use hoox_consumer::exchange::router::ExchangeRouter;
@@ -138,7 +141,7 @@ pub struct TestApp {
     token: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     consumer_settings: ConsumerSettings,
-    consumer: Option<(CancellationToken, JoinHandle<()>)>,
+    consumers: Vec<(CancellationToken, JoinHandle<()>)>,
 }
 
 struct ConsumerSettings {
@@ -199,7 +202,7 @@ impl TestApp {
             token,
             tasks,
             consumer_settings,
-            consumer: None,
+            consumers: Vec::new(),
         };
         if options.consumer {
             app.start_consumer(options.exchanges);
@@ -207,7 +210,7 @@ impl TestApp {
         app
     }
 
-    /// Starts a consumer routing to `exchanges` (paper when empty).
+    /// Starts one more consumer routing to `exchanges` (paper when empty).
     pub fn start_consumer(&mut self, exchanges: Vec<Arc<dyn Exchange>>) {
         let settings = &self.consumer_settings;
         let exchanges = if exchanges.is_empty() {
@@ -234,12 +237,12 @@ impl TestApp {
         );
         let token = self.token.child_token();
         let task = tokio::spawn(consumer.run(token.clone()));
-        self.consumer = Some((token, task));
+        self.consumers.push((token, task));
     }
 
-    /// Stops the consumer after the batch in flight, and waits until it has.
+    /// Stops every consumer after its batch in flight, and waits until they have.
     pub async fn stop_consumer(&mut self) {
-        if let Some((token, task)) = self.consumer.take() {
+        for (token, task) in self.consumers.drain(..) {
             token.cancel();
             let _ = task.await;
         }
@@ -462,9 +465,72 @@ pub async fn wait_for_dead_letters(
     .await
 }
 
+/// Publishes a signed message straight onto the main queue, as ingest would.
+pub async fn publish_signed(app: &TestApp, connection: &Connection, message: &QueueMessage) {
+    let (body, signature) = message.encode(&SecretString::from(INTERNAL_KEY.to_owned()));
+    publish_raw(app, connection, &body, &signature).await;
+}
+
+/// Publishes `body` with `signature` straight onto the main queue.
+pub async fn publish_raw(app: &TestApp, connection: &Connection, body: &[u8], signature: &str) {
+    let channel = connection.create_channel().await.unwrap();
+    app.topology.declare(&channel).await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["requestId"].as_str().map(str::to_owned));
+    let headers = hoox_common::amqp::signed_headers(Some(signature), id.as_deref());
+    hoox_common::amqp::publish_confirmed(&channel, app.topology.queue(), body, headers, None)
+        .await
+        .unwrap();
+    let _ = channel.close(200, "done".into()).await;
+}
+
+/// A first-attempt message for a valid signal on `symbol`.
+pub fn message_for(symbol: &str, received_at: chrono::DateTime<chrono::Utc>) -> QueueMessage {
+    let parsed = WebhookSignal::from_json(signal(symbol).as_object().unwrap()).unwrap();
+    QueueMessage::new(uuid::Uuid::new_v4(), received_at, parsed.signal)
+}
+
 /// Posts `body` and returns the request id of its 202.
 pub async fn accepted(app: &TestApp, body: &serde_json::Value) -> String {
     let (status, envelope) = app.post(body).await;
     assert_eq!(status, 202, "{envelope}");
     envelope["result"]["requestId"].as_str().unwrap().to_owned()
+}
+
+/// The promise checked after every fault test: each client order id the exchange
+/// accepted was accepted once and has its fill, and each accepted request id ended in
+/// exactly one fill or exactly one dead letter.
+pub async fn assert_exactly_once(
+    app: &TestApp,
+    connection: &Connection,
+    exchange_accepted: &[String],
+    request_ids: &[uuid::Uuid],
+) {
+    let mut accepted = exchange_accepted.to_vec();
+    accepted.sort();
+    let fills: Vec<String> =
+        sqlx::query_scalar("SELECT client_order_id FROM fills ORDER BY client_order_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        accepted, fills,
+        "orders accepted by the exchange = fills, once each"
+    );
+    let dead: Vec<uuid::Uuid> = dead_letters(app, connection)
+        .await
+        .iter()
+        .filter_map(|l| l.request_id)
+        .collect();
+    let filled: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT request_id FROM fills")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for id in request_ids {
+        let endings =
+            filled.iter().filter(|f| *f == id).count() + dead.iter().filter(|d| *d == id).count();
+        assert_eq!(endings, 1, "{id} ended in {endings} fills and dead letters");
+    }
 }
