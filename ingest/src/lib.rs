@@ -17,9 +17,14 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::publisher::Publisher;
+
+/// Longest wait at shutdown for webhooks in flight once the server has stopped: a
+/// publish waits at most two seconds for its confirm, a database write a few more.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// How often expired idempotency keys are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -28,6 +33,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// Webhooks being claimed, published and recorded, and late confirms: shutdown
+    /// waits for them before it closes the broker connection.
+    pub(crate) tasks: TaskTracker,
+    /// Identical webhooks in flight take turns.
+    pub(crate) key_locks: Arc<idempotency::KeyLocks>,
 }
 
 /// The shared parts of [`AppState`].
@@ -53,7 +63,16 @@ impl AppState {
     pub fn new(inner: Inner) -> Self {
         Self {
             inner: Arc::new(inner),
+            tasks: TaskTracker::new(),
+            key_locks: Arc::default(),
         }
+    }
+
+    /// Waits, at most `limit`, until every webhook in flight and every late confirm
+    /// has been recorded; no new one can start once this is called.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
     }
 }
 
@@ -126,10 +145,13 @@ pub async fn run(
     let Some((pool, config)) = opened else {
         return Ok(());
     };
+    // The broker connection outlives the server: it closes only once every webhook in
+    // flight has its confirm and audit row (see the end of this function).
+    let publisher_token = CancellationToken::new();
     let (publisher, supervisor) = Publisher::start(
         service.amqp.amqp_url.clone(),
         service.amqp.topology(),
-        token.clone(),
+        publisher_token.clone(),
     );
     let state = AppState::new(Inner {
         pool,
@@ -141,10 +163,17 @@ pub async fn run(
         duplicate_window: args.duplicate_window(),
     });
     tracing::info!(addr = %args.ingest_addr, "ingest listening");
-    let served = serve(listener, state, token)
+    let served = serve(listener, state.clone(), token)
         .await
         .context("ingest server failed");
-    // The server returns once shutdown began; let the publisher close its connection.
+    // The server has stopped accepting and answered every request in flight; the
+    // publishes they started finish before the broker connection closes.
+    if !state.drain(DRAIN_LIMIT).await {
+        tracing::error!(
+            "webhooks still in flight after {DRAIN_LIMIT:?}; closing the broker connection anyway"
+        );
+    }
+    publisher_token.cancel();
     let _ = supervisor.await;
     served
 }

@@ -33,6 +33,14 @@ pub enum PublishError {
     Broken(#[from] lapin::Error),
 }
 
+impl PublishError {
+    /// Whether the broker may have the message after all: it was handed to the
+    /// connection, and the connection failed before the broker's verdict came back.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Broken(_))
+    }
+}
+
 /// A publish the broker has received but not yet confirmed.
 pub struct Pending {
     confirm: PublisherConfirm,

@@ -52,11 +52,14 @@ pub async fn webhook(
     let span =
         tracing::info_span!("webhook", request_id = %request_id, symbol = %parsed.signal.symbol);
     // Claim, publish and log run in their own task: a producer that hangs up midway
-    // must not cancel them between claiming the key and queuing the signal.
-    let accepted =
-        tokio::spawn(accept(state, request_id, parsed.signal, explicit_key).instrument(span))
-            .await
-            .map_err(|_| ApiError::Unavailable("internal error"))??;
+    // must not cancel them between claiming the key and queuing the signal. The task
+    // is tracked, so shutdown waits for it before closing the broker connection.
+    let accepted = state
+        .tasks
+        .clone()
+        .spawn(accept(state, request_id, parsed.signal, explicit_key).instrument(span))
+        .await
+        .map_err(|_| ApiError::Unavailable("internal error"))??;
     let body = json!({
         "success": true,
         "result": {"requestId": accepted, "status": "queued"},
@@ -138,6 +141,16 @@ fn header_idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>,
     IdempotencyKey::parse(text).map(Some).map_err(invalid)
 }
 
+/// How a publish ended, as far as ingest can know.
+enum Published {
+    /// The broker has the message on disk.
+    Confirmed,
+    /// The broker does not have it.
+    Refused(crate::publisher::PublishError),
+    /// The broker may or may not have it.
+    Unknown(&'static str),
+}
+
 async fn accept(
     state: AppState,
     request_id: Uuid,
@@ -151,72 +164,137 @@ async fn accept(
     } else {
         state.duplicate_window
     };
-    match idempotency::claim(&state.pool, &key, request_id, ttl).await {
-        Ok(Claim::Claimed) => {}
+    // Identical webhooks in this process take turns: the second then finds the first
+    // confirmed (409) or released (its own claim), never a publish in flight.
+    let _turn = state.key_locks.lock(&key).await;
+    let (request_id, resent) = match idempotency::claim(&state.pool, &key, request_id, ttl).await {
+        Ok(Claim::Claimed) => (request_id, false),
         Ok(Claim::Duplicate(first)) => {
             tracing::info!(first_request_id = %first, "duplicate signal refused");
             return Err(ApiError::Duplicate(first));
+        }
+        Ok(Claim::Unconfirmed(earlier)) => {
+            tracing::warn!(earlier_request_id = %earlier, "an earlier publish of this signal has an unknown outcome; publishing again under its request id");
+            (earlier, true)
         }
         Err(err) => {
             tracing::error!(error = %err, "cannot record the idempotency key");
             return Err(ApiError::Unavailable("database unavailable"));
         }
-    }
+    };
+    let span = tracing::Span::current();
+    span.record("request_id", tracing::field::display(request_id));
 
     let message = QueueMessage::new(request_id, received_at, signal);
-    let (body, signature) = message.encode(&state.internal_key);
-    let published = match state.publisher.publish(request_id, &body, &signature).await {
-        Ok(pending) => {
-            let mut confirm = tokio::spawn(pending.confirmed());
-            match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
-                Ok(joined) => joined.unwrap_or(Err(crate::publisher::PublishError::Unavailable)),
-                Err(_) => {
-                    // The verdict is still coming. Keep the key until it does: if the
-                    // broker confirms, the producer's resend is a true duplicate.
-                    tracing::warn!("broker confirm is late; answering 503");
-                    let pool = state.pool.clone();
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        if !matches!(confirm.await, Ok(Ok(()))) {
-                            let _ = idempotency::release(&pool, &key, request_id).await;
-                        }
-                    });
-                    return Err(ApiError::Unavailable(
-                        "message broker did not confirm in time",
-                    ));
+    match publish(&state, &message, &key).await {
+        Published::Confirmed => {}
+        Published::Refused(err) => {
+            tracing::warn!(error = %err, "signal not queued");
+            // A resent claim keeps its id: its earlier publish may still have landed.
+            if !resent {
+                if let Err(release_err) = idempotency::release(&state.pool, &key, request_id).await
+                {
+                    tracing::error!(error = %release_err, "cannot release the idempotency key");
                 }
             }
+            return Err(ApiError::Unavailable("message broker unavailable"));
         }
-        Err(err) => Err(err),
-    };
-    if let Err(err) = published {
-        tracing::warn!(error = %err, "signal not queued");
-        if let Err(release_err) = idempotency::release(&state.pool, &key, request_id).await {
-            tracing::error!(error = %release_err, "cannot release the idempotency key");
+        Published::Unknown(why) => {
+            tracing::warn!(
+                reason = why,
+                "signal's publish outcome unknown; its key keeps the request id for the resend"
+            );
+            return Err(ApiError::Unavailable(why));
         }
-        return Err(ApiError::Unavailable("message broker unavailable"));
     }
+    if let Err(err) = record_accepted(&state, &key, &message, resent).await {
+        // The broker has the signal: a failure to write the audit row must not turn
+        // the answer into an error the producer would resend. The key stays
+        // unconfirmed, so a resend is queued again under this id, which the consumer
+        // executes at most once.
+        tracing::error!(error = %err, "signal queued but its key and audit row were not written");
+    }
+    tracing::info!("signal queued");
+    Ok(request_id)
+}
 
+/// Publishes `message` and waits for the broker's verdict, at most [`CONFIRM_TIMEOUT`]. A
+/// verdict that comes later is still recorded: confirmed, or the key released.
+async fn publish(state: &AppState, message: &QueueMessage, key: &str) -> Published {
+    let (body, signature) = message.encode(&state.internal_key);
+    let pending = match state
+        .publisher
+        .publish(message.request_id, &body, &signature)
+        .await
+    {
+        Ok(pending) => pending,
+        Err(err) if err.outcome_unknown() => {
+            return Published::Unknown("message broker connection failed")
+        }
+        Err(err) => return Published::Refused(err),
+    };
+    let mut confirm = state.tasks.spawn(pending.confirmed());
+    match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
+        Ok(Ok(Ok(()))) => Published::Confirmed,
+        Ok(Ok(Err(err))) if err.outcome_unknown() => {
+            Published::Unknown("message broker connection failed before its confirm")
+        }
+        Ok(Ok(Err(err))) => Published::Refused(err),
+        Ok(Err(_)) => Published::Unknown("internal error while waiting for the broker"),
+        Err(_) => {
+            // The verdict is still coming: record it when it does, so the producer's
+            // resend meets a duplicate (confirmed) or a free key (refused).
+            let (state, key, message) = (state.clone(), key.to_owned(), message.clone());
+            state.tasks.clone().spawn(
+                async move {
+                    match confirm.await {
+                        Ok(Ok(())) => {
+                            if let Err(err) = record_accepted(&state, &key, &message, false).await {
+                                tracing::error!(error = %err, "late-confirmed signal's key and audit row were not written");
+                            }
+                        }
+                        Ok(Err(err)) if !err.outcome_unknown() => {
+                            let _ = idempotency::release(&state.pool, &key, message.request_id).await;
+                        }
+                        _ => {}
+                    }
+                }
+                .in_current_span(),
+            );
+            Published::Unknown("message broker did not confirm in time")
+        }
+    }
+}
+
+/// Marks the key confirmed and writes the audit row, in one transaction.
+async fn record_accepted(
+    state: &AppState,
+    key: &str,
+    message: &QueueMessage,
+    resent: bool,
+) -> Result<(), sqlx::Error> {
     let signal = &message.signal;
     let entry = LogEntry {
-        created_at: received_at,
-        request_id: Some(request_id),
+        created_at: message.received_at,
+        request_id: Some(message.request_id),
         worker: Worker::Ingest,
         severity: Severity::Info,
         message: format!(
-            "webhook accepted: {} {} {} {}; queued",
+            "webhook accepted: {} {} {} {}; queued{}",
             signal.action,
             signal.quantity,
             signal.symbol,
             signal.exchange.map_or("(routed)", |e| e.as_str()),
+            if resent {
+                " again (an earlier publish had an unknown outcome)"
+            } else {
+                ""
+            },
         ),
-        context: json!({"signal": signal, "idempotencyKey": key.starts_with("key:")}),
+        context: json!({"signal": signal, "idempotencyKey": key.starts_with("key:"), "resent": resent}),
     };
-    // The broker has the signal: a failure to write the audit row must not turn the
-    // answer into an error the producer would resend.
-    if let Err(err) = insert_logs(&state.pool, &[entry]).await {
-        tracing::error!(error = %err, "signal queued but its audit row was not written");
-    }
-    tracing::info!("signal queued");
-    Ok(request_id)
+    let mut tx = state.pool.begin().await?;
+    idempotency::confirm(&mut *tx, key, message.request_id).await?;
+    insert_logs(&mut *tx, &[entry]).await?;
+    tx.commit().await
 }
