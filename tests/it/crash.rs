@@ -1,31 +1,10 @@
 //! A consumer killed in the middle of a batch loses nothing and trades nothing twice.
 
-use std::net::TcpListener as StdListener;
-use std::process::Stdio;
-
 use hoox_common::runtime_config::PAPER_LATENCY_MS;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::process::Child;
 
-use crate::support::{count, eventually, signal, TestApp};
-
-fn free_addr() -> String {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
-
-/// `hoox run` as a child process consuming `app`'s queue.
-fn spawn_hoox(app: &TestApp) -> Child {
-    app.hoox()
-        .arg("run")
-        .env("HOOX_INGEST_ADDR", free_addr())
-        .env("HOOX_CONSUMER_ADDR", free_addr())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hoox run starts")
-}
+use crate::support::{count, eventually, signal, spawn_hoox, TestApp};
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: PgPool) {

@@ -13,6 +13,7 @@ mod config;
 mod crash;
 mod exactly_once;
 mod exchanges;
+mod faults;
 mod pipeline;
 mod retry;
 mod support;

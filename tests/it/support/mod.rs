@@ -534,3 +534,30 @@ pub async fn assert_exactly_once(
         assert_eq!(endings, 1, "{id} ended in {endings} fills and dead letters");
     }
 }
+
+/// A free local address to listen on.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// `hoox run` as a child process on `app`'s database and queues, its ingest on a free
+/// address (returned) and its output discarded.
+pub fn spawn_hoox_at(app: &TestApp) -> (tokio::process::Child, String) {
+    let ingest_addr = free_addr();
+    let child = app
+        .hoox()
+        .arg("run")
+        .env("HOOX_INGEST_ADDR", &ingest_addr)
+        .env("HOOX_CONSUMER_ADDR", free_addr())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hoox run starts");
+    (child, ingest_addr)
+}
+
+/// `hoox run` as a child process consuming `app`'s queue.
+pub fn spawn_hoox(app: &TestApp) -> tokio::process::Child {
+    spawn_hoox_at(app).0
+}
