@@ -15,7 +15,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::support::exchanges::{Fault, Kind, MockExchange, KEY, MARK, SECRET};
-use crate::support::{accepted, broker, count, wait_for_dead_letters, Options, TestApp};
+use crate::support::{
+    accepted, broker, count, dead_letters, wait_for_dead_letters, Options, TestApp,
+};
 
 const ALL: [Kind; 4] = [
     Kind::Bybit,
@@ -482,4 +484,47 @@ async fn wrong_secret_and_too_small_orders_are_fatal_and_say_why(pool: PgPool) {
     assert!(mock.orders().is_empty());
     assert_eq!(mock.refused(), vec!["bad signature".to_owned()]);
     app.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn every_transport_fault_ends_in_one_order_and_its_fill(pool: PgPool) {
+    let connection = broker().await;
+    for kind in ALL {
+        let mock = MockExchange::start(kind).await;
+        let app = app_for(&pool, vec![provider(kind, &mock, Duration::from_secs(1))]).await;
+        let mut ids: Vec<Uuid> = Vec::new();
+        for (n, fault) in Fault::TRANSPORT.into_iter().enumerate() {
+            mock.fail_next(&[fault]);
+            let mut body = order_signal(kind, "LONG");
+            body["idempotencyKey"] = json!(format!("{kind:?}-{n}"));
+            let id = accepted(&app, &body).await;
+            // Whether the fault came before or after the order was taken, the signal is
+            // retried or found, and ends in one fill.
+            assert_eq!(app.wait_for_fill(&id).await, 1, "{kind:?} {fault:?}");
+            let (_, order_id, ..) = fill_of(&pool, &id).await;
+            let client_id = Uuid::parse_str(&id).unwrap().simple().to_string();
+            let placed: Vec<_> = mock
+                .orders()
+                .into_iter()
+                .filter(|o| o.client_id == client_id)
+                .collect();
+            assert_eq!(placed.len(), 1, "{kind:?} {fault:?}: one order");
+            assert_eq!(order_id.as_deref(), Some(placed[0].id.as_str()));
+            ids.push(id.parse().unwrap());
+        }
+        let accepted: Vec<String> = mock.orders().into_iter().map(|o| o.client_id).collect();
+        let fills: Vec<String> = sqlx::query_scalar(
+            "SELECT client_order_id FROM fills WHERE request_id = ANY($1) ORDER BY 1",
+        )
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut accepted_sorted = accepted.clone();
+        accepted_sorted.sort();
+        assert_eq!(accepted_sorted, fills, "{kind:?}: orders taken = fills");
+        assert!(dead_letters(&app, &connection).await.is_empty(), "{kind:?}");
+        app.stop().await;
+    }
+    let _ = connection.close(200, "done".into()).await;
 }

@@ -125,8 +125,9 @@ impl QuerySigned {
 fn error_of(exchange: ExchangeName, reply: &Reply, write: Write) -> Option<ExchangeError> {
     let body = reply.json.as_ref();
     let code = body.and_then(|b| integer(&b["code"]));
-    // MEXC answers some successes with `{"code": 0}` or `{"code": 200}`.
-    if reply.status.is_success() && code.is_none_or(|c| c == 0 || c == 200) {
+    // MEXC answers some successes with `{"code": 0}` or `{"code": 200}`. A 2xx that is
+    // not JSON (a proxy's page, a cut answer) says nothing: not a success.
+    if reply.status.is_success() && body.is_some() && code.is_none_or(|c| c == 0 || c == 200) {
         return None;
     }
     let message = body
@@ -403,8 +404,19 @@ pub fn order_params(
     params
 }
 
-/// An order as Binance or MEXC spot describes it (new-order or query answer).
-pub fn ack_from_order(item: Value) -> OrderAck {
+/// An order as Binance or MEXC spot describes it (new-order or query answer). An
+/// answer without an order id does not show an order: its outcome is unknown.
+pub fn ack_from_order(
+    exchange: ExchangeName,
+    item: Value,
+    write: Write,
+) -> Result<OrderAck, ExchangeError> {
+    let Some(exchange_order_id) = text(&item["orderId"]) else {
+        return Err(ExchangeError::new(
+            write.unknown_outcome(),
+            format!("{exchange} answered without an order id"),
+        ));
+    };
     let executed = decimal(&item["executedQty"]);
     // Futures give `avgPrice`; spot gives the quote spent, so the average is computed.
     let average = decimal(&item["avgPrice"])
@@ -418,8 +430,8 @@ pub fn ack_from_order(item: Value) -> OrderAck {
         .iter()
         .find_map(|k| integer(&item[*k]))
         .and_then(DateTime::from_timestamp_millis);
-    OrderAck {
-        exchange_order_id: text(&item["orderId"]).unwrap_or_default(),
+    Ok(OrderAck {
+        exchange_order_id,
         status: item["status"]
             .as_str()
             .map_or_else(|| "accepted".to_owned(), status_name),
@@ -427,7 +439,7 @@ pub fn ack_from_order(item: Value) -> OrderAck {
         fill_quantity: executed,
         placed_at: time.unwrap_or_else(Utc::now),
         raw: item,
-    }
+    })
 }
 
 #[async_trait]
@@ -466,7 +478,7 @@ impl Exchange for Binance {
         let answer = self
             .signed(order, Method::POST, "order", &params, Write::Order)
             .await?;
-        Ok(ack_from_order(answer))
+        ack_from_order(ExchangeName::Binance, answer, Write::Order)
     }
 
     async fn order_by_client_id(
@@ -484,7 +496,7 @@ impl Exchange for Binance {
             .signed(order, Method::GET, "order", &params, Write::No)
             .await
         {
-            Ok(answer) => Ok(Some(ack_from_order(answer))),
+            Ok(answer) => ack_from_order(ExchangeName::Binance, answer, Write::No).map(Some),
             Err(err) if is_unknown_order(&err) => Ok(None),
             Err(err) => Err(err),
         }

@@ -204,7 +204,7 @@ impl Mexc {
         let answer = self
             .spot(order, Method::POST, "/api/v3/order", &params, Write::Order)
             .await?;
-        let placed = ack_from_order(answer);
+        let placed = ack_from_order(ExchangeName::Mexc, answer, Write::Order)?;
         // The answer says nothing of fills; the order's state, when readable, does.
         Ok(self.find_spot(order).await.ok().flatten().unwrap_or(placed))
     }
@@ -221,7 +221,7 @@ impl Mexc {
             .spot(order, Method::GET, "/api/v3/order", &params, Write::No)
             .await
         {
-            Ok(answer) => Ok(Some(ack_from_order(answer))),
+            Ok(answer) => ack_from_order(ExchangeName::Mexc, answer, Write::No).map(Some),
             Err(err) if is_unknown_order(&err) => Ok(None),
             Err(err) => Err(err),
         }

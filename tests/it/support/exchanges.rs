@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -55,6 +56,34 @@ pub enum Fault {
     Reject,
     /// The order is taken, and the answer never comes.
     TakeAndHang,
+    /// The order is taken, and answered after this many milliseconds.
+    TakeSlowly(u64),
+    /// Not taken: a 200 whose body is not JSON.
+    Garbage,
+    /// Not taken: a gateway's HTML error page with a 502.
+    HtmlError,
+    /// Not taken: the connection is reset in the middle of the answer.
+    Reset,
+    /// The order is taken, then the answer is garbage.
+    TakeThenGarbage,
+    /// The order is taken, then a gateway's HTML 502 comes back.
+    TakeThenHtmlError,
+    /// The order is taken, then the connection is reset mid-answer.
+    TakeThenReset,
+}
+
+impl Fault {
+    /// Every fault of the network and the gateway, for tests that try them all.
+    pub const TRANSPORT: [Fault; 8] = [
+        Fault::TakeAndHang,
+        Fault::TakeSlowly(300),
+        Fault::Garbage,
+        Fault::HtmlError,
+        Fault::Reset,
+        Fault::TakeThenGarbage,
+        Fault::TakeThenHtmlError,
+        Fault::TakeThenReset,
+    ];
 }
 
 /// An order the mock accepted.
@@ -319,27 +348,87 @@ fn misfit(rules: &Instrument, quantity: &str, price: Option<&str>) -> Option<Str
     None
 }
 
-/// What an order request meets: a fault's answer, or `None` to go on.
+/// What an order request meets: a fault's answer instead of the order, or the order
+/// and then what follows it.
 enum Taken {
     Answer(Response),
+    Then(After),
+}
+
+/// What follows a taken order.
+enum After {
+    /// The exchange's own answer.
+    Answer,
+    /// The exchange's own answer, late.
+    Delay(Duration),
+    /// This instead of the exchange's answer.
+    Instead(Response),
+    /// Nothing, ever.
     Hang,
-    Go,
+}
+
+fn garbage() -> Response {
+    (StatusCode::OK, "{\"retCode\":0,\"result\":{\"orderId\"").into_response()
+}
+
+fn html_error() -> Response {
+    let page = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>cloudflare</center></body></html>";
+    (
+        StatusCode::BAD_GATEWAY,
+        [("content-type", "text/html")],
+        page,
+    )
+        .into_response()
+}
+
+/// A 200 that promises more body than it sends, then fails: the server drops the
+/// connection in the middle of the answer.
+fn reset() -> Response {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"{\"retCode\":0,\"res")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ];
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("content-length", "4096")
+        .body(axum::body::Body::from_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .expect("a valid response")
 }
 
 fn take_fault(inner: &Inner, rate_limited: Response, rejected: Response) -> Taken {
     match inner.next_fault() {
         Some(Fault::RateLimit) => Taken::Answer(rate_limited),
         Some(Fault::Reject) => Taken::Answer(rejected),
-        Some(Fault::TakeAndHang) => Taken::Hang,
-        None => Taken::Go,
+        Some(Fault::Garbage) => Taken::Answer(garbage()),
+        Some(Fault::HtmlError) => Taken::Answer(html_error()),
+        Some(Fault::Reset) => Taken::Answer(reset()),
+        Some(Fault::TakeAndHang) => Taken::Then(After::Hang),
+        Some(Fault::TakeSlowly(ms)) => Taken::Then(After::Delay(Duration::from_millis(ms))),
+        Some(Fault::TakeThenGarbage) => Taken::Then(After::Instead(garbage())),
+        Some(Fault::TakeThenHtmlError) => Taken::Then(After::Instead(html_error())),
+        Some(Fault::TakeThenReset) => Taken::Then(After::Instead(reset())),
+        None => Taken::Then(After::Answer),
     }
 }
 
-/// Records `order`; when `hang`, never answers (the client's deadline passes first).
-async fn record(inner: &Inner, order: Order, hang: bool) {
+/// Records `order`, then does what `after` says; `Some` is the answer to give instead
+/// of the exchange's own.
+async fn record(inner: &Inner, order: Order, after: After) -> Option<Response> {
     inner.book().orders.push(order);
-    if hang {
-        std::future::pending::<()>().await;
+    match after {
+        After::Answer => None,
+        After::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        After::Instead(response) => Some(response),
+        After::Hang => std::future::pending().await,
     }
 }
 
@@ -539,7 +628,7 @@ mod bybit {
         {
             return error(inner, 10001, "params error: orderLinkId");
         }
-        let hang = match take_fault(
+        let after = match take_fault(
             inner,
             error(
                 inner,
@@ -549,8 +638,7 @@ mod bybit {
             error(inner, 110007, "ab not enough for new order"),
         ) {
             Taken::Answer(answer) => return answer,
-            Taken::Hang => true,
-            Taken::Go => false,
+            Taken::Then(after) => after,
         };
         if existing(inner, &link).is_some() {
             return error(inner, 110072, "OrderLinkedID is duplicate");
@@ -567,7 +655,9 @@ mod bybit {
             time: inner.now(),
         };
         let id = order.id.clone();
-        record(inner, order, hang).await;
+        if let Some(instead) = record(inner, order, after).await {
+            return instead;
+        }
         envelope(inner, 0, "OK", json!({"orderId": id, "orderLinkId": link}))
     }
 
@@ -979,7 +1069,7 @@ mod binance_style {
                 "Client order id is not valid.",
             );
         }
-        let hang = match take_fault(
+        let after = match take_fault(
             inner,
             error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -993,8 +1083,7 @@ mod binance_style {
             ),
         ) {
             Taken::Answer(answer) => return answer,
-            Taken::Hang => true,
-            Taken::Go => false,
+            Taken::Then(after) => after,
         };
         if existing(inner, &client_id).is_some() {
             return error(
@@ -1034,7 +1123,9 @@ mod binance_style {
                 "transactTime": order.time,
             }),
         };
-        record(inner, order, hang).await;
+        if let Some(instead) = record(inner, order, after).await {
+            return instead;
+        }
         Json(answer).into_response()
     }
 }
@@ -1210,14 +1301,13 @@ mod mexc_futures {
         if client_id.len() > 32 {
             return error(2030, "External order ID is too long (Max. 32 bits)");
         }
-        let hang = match take_fault(
+        let after = match take_fault(
             inner,
             error(510, "Excessive frequency of requests"),
             error(2005, "Insufficient balance"),
         ) {
             Taken::Answer(answer) => return answer,
-            Taken::Hang => true,
-            Taken::Go => false,
+            Taken::Then(after) => after,
         };
         // The batch docs: an existing external id gives back the existing order.
         if let Some(order) = existing(inner, &client_id).filter(|_| !client_id.is_empty()) {
@@ -1235,7 +1325,9 @@ mod mexc_futures {
             time: inner.now(),
         };
         let id = order.id.clone();
-        record(inner, order, hang).await;
+        if let Some(instead) = record(inner, order, after).await {
+            return instead;
+        }
         ok(json!({"orderId": id, "ts": inner.now()}))
     }
 }
