@@ -154,7 +154,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
         }
         ConfigCommand::Set { key, value } => validate(key, value).map_err(anyhow::Error::msg)?.key,
     };
-    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+    let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
     match args.command {

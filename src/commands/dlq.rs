@@ -509,8 +509,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 let Some(key) = key.as_ref() else {
                     bail!("HOOX_INTERNAL_KEY is required to verify and re-sign dead letters");
                 };
-                let pool =
-                    hoox_common::db::connect_and_migrate(&args.database.database_url, 1).await?;
+                let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
+                    .await
+                    .context("cannot open the database")?;
                 let (replayed, skipped) = replay(
                     &connection,
                     &topology,
@@ -530,8 +531,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 println!("{} dead letter(s) replayed", replayed.len());
             }
             DlqCommand::Purge { older_than, yes } => {
-                let pool =
-                    hoox_common::db::connect_and_migrate(&args.database.database_url, 1).await?;
+                let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
+                    .await
+                    .context("cannot open the database")?;
                 let purged = purge(&connection, &topology, &pool, older_than, |letters| {
                     print!(
                         "{}",

@@ -138,7 +138,7 @@ pub fn render(trace: &Trace) -> String {
 
 /// Prints the trace; fails when nothing is known about the request id.
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+    let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
     let trace = load(&pool, args.request_id).await?;

@@ -11,6 +11,7 @@
 
 mod config;
 mod crash;
+mod database;
 mod exchanges;
 mod pipeline;
 mod retry;
