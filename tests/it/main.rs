@@ -12,6 +12,7 @@
 mod config;
 mod crash;
 mod database;
+mod dlq;
 mod exchanges;
 mod pipeline;
 mod retry;
