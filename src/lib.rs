@@ -2,6 +2,7 @@
 //! follow a signal through the system.
 
 pub mod commands;
+pub mod terminal;
 
 use clap::{Parser, Subcommand};
 use hoox_common::telemetry::LogArgs;

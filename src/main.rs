@@ -10,7 +10,8 @@ async fn main() -> std::process::ExitCode {
     match hoox::commands::dispatch(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // An error can quote the broker, the database or the operator's input.
+            eprintln!("error: {}", hoox::terminal::escape(&format!("{err:#}")));
             std::process::ExitCode::FAILURE
         }
     }

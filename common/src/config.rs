@@ -36,7 +36,7 @@ pub fn parse_secret(value: &str) -> Result<SecretString, String> {
 /// Where PostgreSQL is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL; the database is created and migrated when missing [default: postgres://postgres@127.0.0.1:5432/hoox]
+    /// PostgreSQL URL; only `hoox migrate` and the services create or migrate the database [default: postgres://postgres@127.0.0.1:5432/hoox]
     #[arg(
         long,
         env = "DATABASE_URL",

@@ -76,8 +76,23 @@ pub fn secret_matches(presented: &str, expected: &str) -> bool {
 /// Maximum `paper:latency_ms` honoured.
 pub const MAX_PAPER_LATENCY_MS: u64 = 10_000;
 
-/// Shortest webhook key accepted by `webhooks:api_key`.
-const MIN_API_KEY_LEN: usize = 16;
+/// Shortest webhook key accepted, in characters (not bytes).
+pub const MIN_API_KEY_CHARS: usize = 16;
+
+/// A webhook key too short to resist guessing, or with whitespace in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a webhook key takes at least {MIN_API_KEY_CHARS} characters and no whitespace")]
+pub struct WeakApiKey;
+
+/// Checks a webhook key, from `webhooks:api_key` or `HOOX_WEBHOOK_API_KEY`: at least
+/// [`MIN_API_KEY_CHARS`] characters, counted as characters so that a few multi-byte
+/// ones do not pass for a long key, and no whitespace.
+pub fn check_api_key(key: &str) -> Result<(), WeakApiKey> {
+    if key.chars().count() < MIN_API_KEY_CHARS || key.chars().any(char::is_whitespace) {
+        return Err(WeakApiKey);
+    }
+    Ok(())
+}
 
 /// The keys an operator may set, as shown in help and errors.
 pub const KNOWN_KEYS: [&str; 6] = [
@@ -143,11 +158,7 @@ pub fn validate(key: &str, value: &str) -> Result<Setting, String> {
             _ => return Err(format!("{key} takes true or false, not `{value}`")),
         }
     } else if key == WEBHOOK_API_KEY {
-        if value.len() < MIN_API_KEY_LEN || value.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "{key} takes a key of at least {MIN_API_KEY_LEN} characters without spaces"
-            ));
-        }
+        check_api_key(value).map_err(|err| format!("{key}: {err}"))?;
         hash_secret(value)
     } else if key == DEFAULT_ROUTING || key.starts_with("exchanges:routing:") {
         trimmed
@@ -370,6 +381,20 @@ mod tests {
         assert!(err("paper:price:BTCUSDT", "-1").contains("above 0"));
         assert!(err(PAPER_LATENCY_MS, "99999").contains("0 to 10000"));
         assert!(err("trade:killswitch", "true").contains("unknown config key `trade:killswitch`"));
+    }
+
+    #[test]
+    fn webhook_keys_are_measured_in_characters_not_bytes() {
+        assert_eq!(check_api_key("fifteen-chars-k"), Err(WeakApiKey));
+        assert_eq!(check_api_key("sixteen-chars-ky"), Ok(()));
+        let eight_two_byte_chars = "éééééééé";
+        assert_eq!(eight_two_byte_chars.len(), 16);
+        assert_eq!(check_api_key(eight_two_byte_chars), Err(WeakApiKey));
+        assert_eq!(check_api_key(&"é".repeat(16)), Ok(()));
+        assert_eq!(check_api_key("sixteen chars ky"), Err(WeakApiKey));
+        assert!(validate(WEBHOOK_API_KEY, eight_two_byte_chars)
+            .unwrap_err()
+            .contains("at least 16 characters"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
         .webhook_api_key
         .clone()
         .context("HOOX_WEBHOOK_API_KEY is required: the key webhook producers must send")?;
+    hoox_common::runtime_config::check_api_key(secrecy::ExposeSecret::expose_secret(&api_key))
+        .context("HOOX_WEBHOOK_API_KEY is too weak")?;
     let internal_key = cli
         .service
         .internal_key

@@ -9,6 +9,8 @@ use hoox_common::runtime_config::{normalise_key, validate, KNOWN_KEYS, WEBHOOK_A
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::terminal::escape;
+
 /// Arguments of `hoox config`.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
@@ -48,13 +50,14 @@ pub enum ConfigCommand {
     },
 }
 
-/// How a stored value is shown: a webhook key's digest is not the key, but it is
-/// shown as what it is.
+/// How a stored value is shown, control characters escaped: a webhook key's digest is
+/// not the key, but it is shown as what it is.
 fn shown(key: &str, value: &str) -> String {
+    let value = escape(value);
     if key == WEBHOOK_API_KEY {
         format!("{value} (digest; the key itself is not stored)")
     } else {
-        value.to_owned()
+        value.into_owned()
     }
 }
 
@@ -154,7 +157,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
         }
         ConfigCommand::Set { key, value } => validate(key, value).map_err(anyhow::Error::msg)?.key,
     };
-    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+    let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
     match args.command {
@@ -167,7 +170,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
                 );
             }
             for (key, value) in settings {
-                println!("{key} = {}", shown(&key, &value));
+                println!("{} = {}", escape(&key), shown(&key, &value));
             }
         }
         ConfigCommand::Get { .. } => match get(&pool, &key).await? {
@@ -189,7 +192,11 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
                 &message,
             )
             .await?;
-            println!("{} = {}", setting.key, shown(&setting.key, &setting.value));
+            println!(
+                "{} = {}",
+                escape(&setting.key),
+                shown(&setting.key, &setting.value)
+            );
         }
         ConfigCommand::Delete { .. } => {
             if get(&pool, &key).await?.is_none() {
@@ -197,7 +204,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
             }
             let message = format!("config deleted: {key}");
             write(&pool, &key, None, Severity::Warn, &message).await?;
-            println!("{key} deleted; its default applies");
+            println!("{} deleted; its default applies", escape(&key));
         }
     }
     Ok(())

@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::terminal::{self, escape};
+
 /// Arguments of `hoox dlq`.
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
@@ -412,9 +414,9 @@ pub fn render_list(letters: &[DeadLetter]) -> String {
             letter
                 .request_id
                 .map_or("-".to_owned(), |id| id.to_string()),
-            letter.field("/signal/symbol", "-"),
-            letter.field("/signal/exchange", "(routed)"),
-            letter.reason,
+            escape(letter.field("/signal/symbol", "-")),
+            escape(letter.field("/signal/exchange", "(routed)")),
+            escape(&letter.reason),
             letter.attempts,
             age(letter.dead_lettered_at),
         ));
@@ -427,8 +429,8 @@ fn render_show(letter: &DeadLetter) -> String {
     let mut out = format!(
         "request id:  {}\nreason:      {}\nerror:       {}\nattempts:    {}\ndead since:  {}\nsignature:   {}\n",
         letter.request_id.map_or("-".to_owned(), |id| id.to_string()),
-        letter.reason,
-        letter.error.as_deref().unwrap_or("-"),
+        escape(&letter.reason),
+        escape(letter.error.as_deref().unwrap_or("-")),
         letter.attempts,
         letter.dead_lettered_at.map_or("-".to_owned(), |t| t.to_rfc3339()),
         match letter.verified {
@@ -443,23 +445,23 @@ fn render_show(letter: &DeadLetter) -> String {
             for attempt in history {
                 out.push_str(&format!(
                     "  {}  {:<8}  {}{}\n",
-                    attempt["at"].as_str().unwrap_or("-"),
-                    attempt["exchange"].as_str().unwrap_or("-"),
+                    escape(attempt["at"].as_str().unwrap_or("-")),
+                    escape(attempt["exchange"].as_str().unwrap_or("-")),
                     attempt["code"]
                         .as_str()
-                        .map(|c| format!("[{c}] "))
+                        .map(|c| format!("[{}] ", escape(c)))
                         .unwrap_or_default(),
-                    attempt["message"].as_str().unwrap_or("-"),
+                    escape(attempt["message"].as_str().unwrap_or("-")),
                 ));
             }
         }
         out.push_str("payload:\n");
-        out.push_str(&serde_json::to_string_pretty(message).unwrap_or_default());
+        out.push_str(&terminal::json(message).unwrap_or_default());
         out.push('\n');
     } else {
         out.push_str(&format!(
             "payload (not JSON): {}\n",
-            String::from_utf8_lossy(&letter.body)
+            escape(&String::from_utf8_lossy(&letter.body))
         ));
     }
     out
@@ -489,7 +491,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 let letters = read.letters.clone();
                 read.finish().await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&letters)?);
+                    println!("{}", terminal::json(&letters)?);
                 } else {
                     print!("{}", render_list(&letters));
                 }
@@ -500,7 +502,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 read.finish().await?;
                 let letter = letter?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&letter)?);
+                    println!("{}", terminal::json(&letter)?);
                 } else {
                     print!("{}", render_show(&letter));
                 }
@@ -509,8 +511,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 let Some(key) = key.as_ref() else {
                     bail!("HOOX_INTERNAL_KEY is required to verify and re-sign dead letters");
                 };
-                let pool =
-                    hoox_common::db::connect_and_migrate(&args.database.database_url, 1).await?;
+                let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
+                    .await
+                    .context("cannot open the database")?;
                 let (replayed, skipped) = replay(
                     &connection,
                     &topology,
@@ -520,7 +523,11 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 )
                 .await?;
                 for message in &replayed {
-                    println!("replayed {} to {}", message.request_id, topology.queue());
+                    println!(
+                        "replayed {} to {}",
+                        message.request_id,
+                        escape(topology.queue())
+                    );
                 }
                 if all && skipped > 0 {
                     println!(
@@ -530,8 +537,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 println!("{} dead letter(s) replayed", replayed.len());
             }
             DlqCommand::Purge { older_than, yes } => {
-                let pool =
-                    hoox_common::db::connect_and_migrate(&args.database.database_url, 1).await?;
+                let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
+                    .await
+                    .context("cannot open the database")?;
                 let purged = purge(&connection, &topology, &pool, older_than, |letters| {
                     print!(
                         "{}",

@@ -51,7 +51,7 @@ pub async fn set(pool: &PgPool, on: bool) -> Result<(), sqlx::Error> {
 
 /// Runs `hoox kill-switch`.
 pub async fn run(args: KillSwitchArgs) -> anyhow::Result<()> {
-    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+    let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
     match args.command {

@@ -4,6 +4,8 @@ use anyhow::Context;
 use hoox_common::config::DatabaseArgs;
 use hoox_common::db::{connect_and_migrate, MIGRATOR};
 
+use crate::terminal::escape;
+
 /// Arguments of `hoox migrate`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -26,7 +28,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         MIGRATOR.iter().count()
     );
     for (version, description) in applied {
-        println!("  {version}  {description}");
+        println!("  {version}  {}", escape(&description));
     }
     Ok(())
 }

@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use hoox_common::config::ServiceArgs;
+use hoox_common::runtime_config::check_api_key;
 use hoox_consumer::config::ConsumerArgs;
 use hoox_ingest::config::IngestArgs;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `hoox run`.
@@ -35,7 +36,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     hoox_common::shutdown::cancel_on_signal(token.clone());
 
     let (api_key, shown_key) = match &args.ingest.webhook_api_key {
-        Some(key) => (key.clone(), "$HOOX_WEBHOOK_API_KEY".to_owned()),
+        Some(key) => {
+            check_api_key(key.expose_secret()).context("HOOX_WEBHOOK_API_KEY is too weak")?;
+            (key.clone(), "$HOOX_WEBHOOK_API_KEY".to_owned())
+        }
         None => {
             let key = generate_secret();
             (SecretString::from(key.clone()), key)

@@ -11,6 +11,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::terminal::{self, escape};
+
 /// Arguments of `hoox trace`.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
@@ -110,9 +112,9 @@ pub fn render(trace: &Trace) -> String {
             event
                 .created_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
-            event.worker,
-            event.severity,
-            event.message
+            escape(&event.worker),
+            escape(&event.severity),
+            escape(&event.message)
         );
     }
     match &trace.fill {
@@ -120,15 +122,15 @@ pub fn render(trace: &Trace) -> String {
             let _ = writeln!(
                 out,
                 "fill: {} {} {} {}{} — order {}, status {}",
-                fill.exchange,
-                fill.side,
+                escape(&fill.exchange),
+                escape(&fill.side),
                 fill.quantity,
-                fill.symbol,
+                escape(&fill.symbol),
                 fill.fill_price
                     .map(|p| format!(" @ {p}"))
                     .unwrap_or_default(),
-                fill.exchange_order_id.as_deref().unwrap_or("-"),
-                fill.status,
+                escape(fill.exchange_order_id.as_deref().unwrap_or("-")),
+                escape(&fill.status),
             );
         }
         None => out.push_str("fill: none recorded\n"),
@@ -138,7 +140,7 @@ pub fn render(trace: &Trace) -> String {
 
 /// Prints the trace; fails when nothing is known about the request id.
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let pool = hoox_common::db::connect_and_migrate(&args.database.database_url, 1)
+    let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
     let trace = load(&pool, args.request_id).await?;
@@ -146,7 +148,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         anyhow::bail!("nothing is recorded for request id {}", args.request_id);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&trace)?);
+        println!("{}", terminal::json(&trace)?);
     } else {
         print!("{}", render(&trace));
     }

@@ -11,6 +11,8 @@
 
 mod config;
 mod crash;
+mod database;
+mod dlq;
 mod exactly_once;
 mod exchanges;
 mod faults;

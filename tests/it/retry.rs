@@ -401,15 +401,22 @@ async fn kill_switch_cli_halts_a_running_ingest_within_a_second_and_is_audited(p
             String::from_utf8(output.stdout).unwrap()
         }
     };
+    // Each post is a new signal: one accepted before ingest sees the switch must not
+    // make the posts after it duplicates (409), which would hide the resume.
+    let fresh = || {
+        let mut body = signal("BTCUSDT");
+        body["idempotencyKey"] = json!(uuid::Uuid::new_v4().to_string());
+        body
+    };
     assert!(hoox("on").await.contains("ON"));
     eventually("ingest to halt", || async {
-        (app.post(&signal("BTCUSDT")).await.0 == 503).then_some(())
+        (app.post(&fresh()).await.0 == 503).then_some(())
     })
     .await;
     assert!(hoox("show").await.contains("ON"));
     assert!(hoox("off").await.contains("off"));
     eventually("ingest to resume", || async {
-        (app.post(&signal("BTCUSDT")).await.0 == 202).then_some(())
+        (app.post(&fresh()).await.0 == 202).then_some(())
     })
     .await;
     let audited = count(&pool, "SELECT count(*) FROM system_logs WHERE worker = 'cli' AND message LIKE 'kill switch turned%'").await;

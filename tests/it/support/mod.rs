@@ -54,16 +54,31 @@ pub fn unique_queue() -> String {
 
 /// The URL of the database behind `pool` (a `#[sqlx::test]` database).
 pub fn database_url(pool: &PgPool) -> String {
-    let master = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
     let db = pool
         .connect_options()
         .get_database()
         .expect("test pools name their database")
         .to_owned();
+    url_of_database(&db)
+}
+
+/// The URL of database `name` on the test server.
+pub fn url_of_database(name: &str) -> String {
+    let master = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
     let (base, _) = master
         .rsplit_once('/')
         .expect("DATABASE_URL has a database path");
-    format!("{base}/{db}")
+    format!("{base}/{name}")
+}
+
+/// The `hoox` binary, configured for `database_url` and the test broker.
+pub fn hoox_on(database_url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("AMQP_URL", amqp_url())
+        .kill_on_drop(true);
+    command
 }
 
 /// Polls `check` until it gives `Some`, failing the test at [`DEADLINE`].
@@ -263,10 +278,8 @@ impl TestApp {
     /// The `hoox` binary, configured for this app's database, queues and keys.
     pub fn hoox(&self) -> tokio::process::Command {
         let retry = self.topology.retry_policy();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hoox"));
+        let mut command = hoox_on(&database_url(&self.pool));
         command
-            .env("DATABASE_URL", database_url(&self.pool))
-            .env("AMQP_URL", amqp_url())
             .env("HOOX_QUEUE", self.topology.queue())
             .env("HOOX_RETRY_BASE_MS", retry.base.as_millis().to_string())
             .env("HOOX_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
@@ -275,8 +288,7 @@ impl TestApp {
                 retry.max_delay.as_millis().to_string(),
             )
             .env("HOOX_WEBHOOK_API_KEY", API_KEY)
-            .env("HOOX_INTERNAL_KEY", INTERNAL_KEY)
-            .kill_on_drop(true);
+            .env("HOOX_INTERNAL_KEY", INTERNAL_KEY);
         command
     }
 
