@@ -302,11 +302,30 @@ pub async fn replay(
     request_id: Option<Uuid>,
 ) -> anyhow::Result<(Vec<QueueMessage>, usize)> {
     let read = DlqRead::open(connection, topology, Some(key)).await?;
+    // A dead letter whose signal has a fill is a copy (the broker's own poison copy,
+    // or one left by a crash between its publish and its commit): replaying it would
+    // trade a second time.
+    let named: Vec<Uuid> = read.letters.iter().filter_map(|l| l.request_id).collect();
+    let filled: Vec<Uuid> =
+        sqlx::query_scalar("SELECT request_id FROM fills WHERE request_id = ANY($1)")
+            .bind(&named)
+            .fetch_all(pool)
+            .await
+            .context("look for fills of the dead letters")?;
+    let replayable = |i: &usize| {
+        let letter = &read.letters[*i];
+        letter.verified == Some(true) && !letter.request_id.is_some_and(|id| filled.contains(&id))
+    };
     let indices: Vec<usize> = match request_id {
-        Some(id) => vec![read.position(id)?],
-        None => (0..read.letters.len())
-            .filter(|&i| read.letters[i].verified == Some(true))
-            .collect(),
+        Some(id) => {
+            let index = read.position(id)?;
+            if filled.contains(&id) {
+                read.finish().await?;
+                bail!("{id} already has a fill: this dead letter is a copy, and replaying it would trade twice; purge it instead");
+            }
+            vec![index]
+        }
+        None => (0..read.letters.len()).filter(replayable).collect(),
     };
     let skipped = read.letters.len() - indices.len();
     let mut replayed = Vec::new();
@@ -531,7 +550,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 }
                 if all && skipped > 0 {
                     println!(
-                        "{skipped} dead letter(s) left in place: their signature does not verify"
+                        "{skipped} dead letter(s) left in place: their signature does not verify, or their signal already has a fill"
                     );
                 }
                 println!("{} dead letter(s) replayed", replayed.len());

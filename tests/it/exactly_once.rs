@@ -230,3 +230,51 @@ async fn an_out_of_range_quantity_and_a_panic_dead_letter_their_signal_alone(poo
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_dead_letter_whose_signal_already_filled_is_never_replayed(pool: PgPool) {
+    let mut app = TestApp::with(pool.clone(), without_consumer()).await;
+    let connection = broker().await;
+    let message = message_for("BTCUSDT", Utc::now());
+    publish_signed(&app, &connection, &message).await;
+    let ledger = Arc::new(Ledger::default());
+    app.start_consumer(vec![ledger.clone() as Arc<dyn Exchange>]);
+    assert_eq!(app.wait_for_fill(&message.request_id.to_string()).await, 1);
+
+    // A copy of the filled signal sits in the DLQ (as the broker's poison copy would).
+    let key = SecretString::from(INTERNAL_KEY.to_owned());
+    let (body, signature) = message.encode(&key);
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let id = message.request_id.to_string();
+    let headers = hoox_common::amqp::signed_headers(Some(&signature), Some(&id));
+    hoox_common::amqp::publish_confirmed(&channel, &app.topology.dlq(), &body, headers, None)
+        .await
+        .unwrap();
+    wait_for_dead_letters(&app, &connection, 1).await;
+
+    let named = dlq::replay(
+        &connection,
+        &app.topology,
+        &key,
+        &pool,
+        Some(message.request_id),
+    )
+    .await;
+    assert!(
+        named.is_err(),
+        "replaying a filled signal's copy is refused"
+    );
+    let (replayed, skipped) = dlq::replay(&connection, &app.topology, &key, &pool, None)
+        .await
+        .unwrap();
+    assert_eq!((replayed.len(), skipped), (0, 1));
+    assert_eq!(
+        wait_for_dead_letters(&app, &connection, 1).await.len(),
+        1,
+        "left in place"
+    );
+    assert_eq!(ledger.accepted().len(), 1);
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}
