@@ -10,9 +10,13 @@
 )]
 
 mod config;
+mod connections;
 mod crash;
+mod envelope;
 mod exchanges;
+mod hostile;
 mod pipeline;
 mod retry;
+mod sources;
 mod support;
 mod webhook;
