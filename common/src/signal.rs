@@ -411,7 +411,7 @@ pub struct WebhookSignal {
 
 /// Every field a webhook may carry; anything else is refused so that a typo such as
 /// `levrage` cannot silently place an order without the leverage the trader meant.
-const KNOWN_FIELDS: [&str; 13] = [
+pub const KNOWN_FIELDS: [&str; 13] = [
     "apiKey",
     "exchange",
     "action",
