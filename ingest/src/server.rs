@@ -87,11 +87,11 @@ pub(crate) async fn serve(
     sources: Arc<Sources>,
     token: CancellationToken,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_BUF_SIZE)
-        .max_headers(MAX_HEADERS);
+    let http = http1(limits.header_read_timeout);
+    // A trusted proxy keeps idle upstream connections to reuse; closing one as the proxy
+    // sends on it fails that request, so proxies get the idle timeout between requests.
+    // They are trusted not to drip headers.
+    let proxy_http = http1(limits.idle_timeout.max(limits.header_read_timeout));
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = PerIp::new(limits.max_connections_per_ip, sources);
     let graceful = GracefulShutdown::new();
@@ -121,7 +121,12 @@ pub(crate) async fn serve(
             tracing::debug!(peer.ip = %peer.ip(), "connection refused: per-address cap reached");
             continue;
         };
-        let connection = http.serve_connection(
+        let builder = if slot.ip.is_none() {
+            &proxy_http
+        } else {
+            &http
+        };
+        let connection = builder.serve_connection(
             with_idle_timeout(stream, limits.idle_timeout),
             service(app.clone(), peer),
         );
@@ -135,6 +140,17 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// hyper's HTTP/1 server with `header_read_timeout`, which runs whenever it waits for a
+/// request head: for the first request, and between requests on a kept-alive connection.
+fn http1(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_BUF_SIZE)
+        .max_headers(MAX_HEADERS);
+    http
 }
 
 /// The stream, closed when no byte moves either way for `idle`.
@@ -171,6 +187,7 @@ struct PerIp {
 /// One counted connection; uncounted when dropped.
 struct Slot {
     owner: Arc<PerIp>,
+    /// The counted address; `None` for a trusted proxy, which is not counted.
     ip: Option<IpAddr>,
 }
 

@@ -206,7 +206,7 @@ impl TestApp {
             pool,
             topology,
             config,
-            http: reqwest::Client::new(),
+            http: client(),
             token,
             tasks,
             consumer_settings,
@@ -445,9 +445,23 @@ pub fn filled(
     }
 }
 
+/// How long the tests' clients keep an idle connection: less than ingest's header
+/// timeout, which closes idle connections, so that a client never sends on a connection
+/// the server is closing at that moment (a reverse proxy needs the same setting).
+const CLIENT_IDLE: Duration = Duration::from_secs(2);
+
+/// An HTTP client for the test app.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(CLIENT_IDLE)
+        .build()
+        .expect("client")
+}
+
 /// An HTTP client whose connections come from the loopback address `ip`.
 pub fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
+        .pool_idle_timeout(CLIENT_IDLE)
         .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
         .build()
         .expect("client")
