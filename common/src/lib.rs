@@ -5,6 +5,7 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod json;
 pub mod logs;
 pub mod message;
 pub mod retry;

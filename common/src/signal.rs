@@ -8,7 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -239,19 +238,44 @@ impl From<Symbol> for String {
     }
 }
 
-/// A strictly positive exact decimal: a quantity or a price.
+/// A strictly positive exact decimal within the bounds every exchange accepts: a
+/// quantity or a price.
+///
+/// The bounds are here, not only at the webhook, so that the queue message's decode
+/// (serde `try_from`) refuses an out-of-range value too:
+/// - below [`Positive::MAX`] (10^14): above any order size or price an exchange
+///   takes, and small enough that the product of any two (a notional, quantity ×
+///   price) stays below `Decimal::MAX` (about 7.9 × 10^28), so the consumer's
+///   arithmetic on them cannot overflow;
+/// - at most [`Positive::MAX_FRACTION_DIGITS`] (16) digits after the point, finer than
+///   any exchange's quantity step or price tick; more is a float artefact or noise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "Decimal", into = "Decimal")]
 pub struct Positive(Decimal);
 
 impl Positive {
-    /// Wraps a decimal that must be greater than zero.
+    /// Every value is below this: 10^14.
+    pub const MAX: Decimal = Decimal::from_parts(0x107A_4000, 0x5AF3, 0, false, 0);
+    /// Most digits after the decimal point.
+    pub const MAX_FRACTION_DIGITS: u32 = 16;
+
+    /// Wraps a decimal greater than zero, below [`Self::MAX`], with at most
+    /// [`Self::MAX_FRACTION_DIGITS`] digits after the point (trailing zeros aside).
     pub fn new(value: Decimal) -> Result<Self, String> {
-        if value > Decimal::ZERO {
-            Ok(Self(value.normalize()))
-        } else {
-            Err(format!("must be greater than 0, got {value}"))
+        let value = value.normalize();
+        if value <= Decimal::ZERO {
+            return Err(format!("must be greater than 0, got {value}"));
         }
+        if value >= Self::MAX {
+            return Err(format!("must be less than {}, got {value}", Self::MAX));
+        }
+        if value.scale() > Self::MAX_FRACTION_DIGITS {
+            return Err(format!(
+                "at most {} digits after the decimal point, got {value}",
+                Self::MAX_FRACTION_DIGITS
+            ));
+        }
+        Ok(Self(value))
     }
 
     /// The value.
@@ -387,7 +411,7 @@ pub struct WebhookSignal {
 
 /// Every field a webhook may carry; anything else is refused so that a typo such as
 /// `levrage` cannot silently place an order without the leverage the trader meant.
-const KNOWN_FIELDS: [&str; 13] = [
+pub const KNOWN_FIELDS: [&str; 13] = [
     "apiKey",
     "exchange",
     "action",
@@ -523,48 +547,72 @@ fn parse_bool(value: &Value, name: &str) -> Result<bool, FieldError> {
     }
 }
 
-/// Reads a number or numeric string as an exact decimal. JSON numbers are taken from
-/// their source text (serde_json's `arbitrary_precision`), never through `f64`, so
-/// `0.005` stays `0.005`.
+/// The source text of a number or numeric string: JSON numbers are taken from their
+/// source text (serde_json's `arbitrary_precision`), never through `f64`, so `0.005`
+/// stays `0.005`.
+fn number_text<'a>(value: &'a Value, name: &str) -> Result<&'a str, FieldError> {
+    match value {
+        Value::Number(n) => Ok(n.as_str()),
+        Value::String(s) => Ok(s),
+        other => Err(FieldError::new(
+            name,
+            format!(
+                "must be a number or numeric string, got {}",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// Whether `text` is plain decimal notation: an optional `-`, digits without a leading
+/// zero (a lone `0` before the point is fine), then optionally `.` and digits. No `+`,
+/// exponent, `_`, hex, spaces, or a point without digits on both sides: a producer
+/// that sends `1e2` or `.5` is guessing at a format, and a guess is not an order.
+fn is_plain_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && (whole == "0" || !whole.starts_with('0')) && fraction.is_none_or(digits)
+}
+
+/// Reads a number or numeric string in plain decimal notation as an exact decimal.
 fn parse_decimal(value: &Value, name: &str) -> Result<Decimal, FieldError> {
-    let text = match value {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_owned(),
-        other => {
-            return Err(FieldError::new(
-                name,
-                format!(
-                    "must be a number or numeric string, got {}",
-                    type_name(other)
-                ),
-            ))
-        }
-    };
-    let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(&text)
-    } else {
-        Decimal::from_str_exact(&text)
-    };
-    parsed.map_err(|_| FieldError::new(name, format!("`{text}` is not a decimal number")))
+    let text = number_text(value, name)?;
+    if !is_plain_decimal(text) {
+        return Err(FieldError::new(
+            name,
+            format!("`{text}` is not a plain decimal number (digits, optionally `.` and digits, e.g. 0.005)"),
+        ));
+    }
+    Decimal::from_str_exact(text).map_err(|_| {
+        FieldError::new(
+            name,
+            format!("`{text}` has more digits than an exact decimal holds"),
+        )
+    })
 }
 
 fn parse_positive(value: &Value, name: &str) -> Result<Positive, FieldError> {
     Positive::new(parse_decimal(value, name)?).map_err(|e| FieldError::new(name, e))
 }
 
+/// Reads leverage: a plain integer, as a number or a string (`10`, `"10"`). `10.0` and
+/// `1e1` are refused like any other non-integer notation: leverage is a count.
 fn parse_leverage(value: &Value) -> Result<Leverage, FieldError> {
-    let decimal = parse_decimal(value, "leverage")?;
-    let whole = decimal
-        .fract()
-        .is_zero()
-        .then(|| decimal.to_u32())
-        .flatten()
-        .ok_or_else(|| {
-            FieldError::new(
-                "leverage",
-                format!("must be an integer from 1 to 125, got {decimal}"),
-            )
-        })?;
+    let text = number_text(value, "leverage")?;
+    let invalid = || {
+        FieldError::new(
+            "leverage",
+            format!("must be a plain integer from 1 to 125, got `{text}`"),
+        )
+    };
+    if !is_plain_decimal(text) || text.contains(['.', '-']) {
+        return Err(invalid());
+    }
+    let whole = text.parse::<u32>().map_err(|_| invalid())?;
     Leverage::new(whole).map_err(|e| FieldError::new("leverage", e))
 }
 
@@ -597,13 +645,103 @@ mod tests {
         assert_eq!(parsed.signal.quantity.get().to_string(), "0.005");
         let from_string = parse(with("quantity", json!("0.1"))).unwrap();
         assert_eq!(from_string.signal.quantity.get().to_string(), "0.1");
-        let long_tail = parse(with("quantity", json!(0.30000000000000004))).unwrap();
+        let long_tail = parse(with("quantity", json!(0.3000000000000004))).unwrap();
         assert_eq!(
             long_tail.signal.quantity.get().to_string(),
-            "0.30000000000000004"
+            "0.3000000000000004"
         );
-        let scientific = parse(with("quantity", json!("5e-3"))).unwrap();
-        assert_eq!(scientific.signal.quantity.get().to_string(), "0.005");
+        // Exponents are not plain decimal notation, as a number or as a string.
+        let number: Value = serde_json::from_str("5e-3").unwrap();
+        assert_eq!(error_of(with("quantity", number)).field, "quantity");
+        assert_eq!(error_of(with("quantity", json!("5e-3"))).field, "quantity");
+    }
+
+    #[test]
+    fn only_plain_decimal_notation_is_accepted() {
+        for good in ["1", "0.005", "10.50", "123", "0.0000000000000001"] {
+            assert!(parse(with("quantity", json!(good))).is_ok(), "{good}");
+        }
+        for bad in [
+            "1_000", "+1", ".5", "00001", "01.5", "1.", "0x10", "1e2", "1E2", " 1", "1 ", "", "-",
+            "1.2.3", "١", "Infinity", "0.5\0",
+        ] {
+            let err = error_of(with("quantity", json!(bad)));
+            assert_eq!(err.field, "quantity", "{bad:?} gave {err}");
+        }
+        for source in ["1e2", "5E-3", "1.5e0"] {
+            let number: Value = serde_json::from_str(source).unwrap();
+            assert_eq!(error_of(with("price", number)).field, "price", "{source}");
+        }
+    }
+
+    #[test]
+    fn leverage_is_a_plain_integer() {
+        for (good, expected) in [(json!(10), 10), (json!("10"), 10), (json!("125"), 125)] {
+            let leverage = parse(with("leverage", good)).unwrap().signal.leverage;
+            assert_eq!(leverage.map(Leverage::get), Some(expected));
+        }
+        let float: Value = serde_json::from_str("10.0").unwrap();
+        let exponent: Value = serde_json::from_str("1e1").unwrap();
+        for bad in [
+            float,
+            exponent,
+            json!("1e1"),
+            json!("10.0"),
+            json!("010"),
+            json!("+10"),
+            json!("-10"),
+            json!("99999999999999999999"),
+        ] {
+            assert_eq!(
+                error_of(with("leverage", bad.clone())).field,
+                "leverage",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantities_and_prices_are_bounded() {
+        assert_eq!(Positive::MAX.to_string(), "100000000000000");
+        for field in ["quantity", "price", "stopLoss", "takeProfit"] {
+            for bad in [
+                "79228162514264337593543950335",
+                "100000000000000",
+                "99999999999999999.5",
+                "0.00000000000000001",
+                "1.12345678901234567",
+            ] {
+                let err = error_of(with(field, json!(bad)));
+                assert_eq!(err.field, field, "{field}={bad} gave {err}");
+            }
+            let big: Value = serde_json::from_str("1e28").unwrap();
+            assert_eq!(error_of(with(field, big)).field, field);
+            let largest = parse(with(field, json!("99999999999999.9999999999999999")));
+            assert!(
+                largest.is_err(),
+                "30 significant digits do not fit a Decimal"
+            );
+            assert!(parse(with(field, json!("99999999999999.99"))).is_ok());
+            assert!(parse(with(field, json!("1.0000000000000001"))).is_ok());
+        }
+        // Trailing zeros are not digits of the value.
+        assert!(parse(with("quantity", json!("1.000000000000000000"))).is_ok());
+    }
+
+    #[test]
+    fn queue_decode_refuses_out_of_range_values() {
+        let wire = |quantity: &str| {
+            format!(
+                r#"{{"action":"LONG","symbol":"BTCUSDT","quantity":"{quantity}","orderType":"market","reduceOnly":false,"test":false}}"#
+            )
+        };
+        assert!(serde_json::from_str::<Signal>(&wire("0.005")).is_ok());
+        for bad in ["0", "-1", "100000000000000", "0.00000000000000001"] {
+            assert!(
+                serde_json::from_str::<Signal>(&wire(bad)).is_err(),
+                "{bad} must not decode"
+            );
+        }
     }
 
     #[test]
@@ -678,6 +816,7 @@ mod tests {
             (with("leverage", json!(0)), "leverage"),
             (with("leverage", json!(126)), "leverage"),
             (with("leverage", json!(2.5)), "leverage"),
+            (with("quantity", json!("1e28")), "quantity"),
             (with("leverage", json!("ten")), "leverage"),
             (with("orderType", json!("stop")), "orderType"),
             (with("orderType", json!("limit")), "price"),

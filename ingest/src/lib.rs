@@ -6,12 +6,14 @@ pub mod error;
 pub mod idempotency;
 pub mod publisher;
 pub mod routes;
+pub mod server;
+pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{middleware, Router};
 use hoox_common::runtime_config::RuntimeConfig;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -21,12 +23,14 @@ use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::publisher::Publisher;
+use crate::server::Limits;
+use crate::source::Sources;
 
 /// Longest wait at shutdown for webhooks in flight once the server has stopped: a
 /// publish waits at most two seconds for its confirm, a database write a few more.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// How often expired idempotency keys are swept.
+/// How often expired idempotency keys and idle rate-limit entries are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Everything a request handler needs.
@@ -56,6 +60,10 @@ pub struct Inner {
     pub idempotency_ttl: Duration,
     /// How long fingerprints live.
     pub duplicate_window: Duration,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
+    /// Who may send webhooks, how their address is found, and how often they may.
+    pub sources: Arc<Sources>,
 }
 
 impl AppState {
@@ -84,39 +92,49 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes. Every answer is the JSON envelope, those of the layers included.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhook", post(routes::webhook::webhook))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .fallback(routes::edge::not_found)
+        .method_not_allowed_fallback(routes::edge::method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),
         ))
+        .layer(middleware::from_fn(routes::edge::limit_head))
+        .layer(middleware::map_response(routes::edge::envelope_errors))
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `token` is cancelled, then drains requests in
-/// flight. Also sweeps expired idempotency keys.
+/// Serves `state` on `listener` until `token` is cancelled, then stops accepting, lets
+/// every request in flight finish, closes idle connections, and returns. Also sweeps
+/// expired idempotency keys and idle rate-limit entries.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     token: CancellationToken,
 ) -> std::io::Result<()> {
-    tokio::spawn(sweep_keys(state.pool.clone(), token.clone()));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
+    tokio::spawn(sweep(
+        state.pool.clone(),
+        Arc::clone(&state.sources),
+        token.clone(),
+    ));
+    let (limits, sources) = (state.limits, Arc::clone(&state.sources));
+    server::serve(listener, router(state), limits, sources, token).await;
+    Ok(())
 }
 
-async fn sweep_keys(pool: PgPool, token: CancellationToken) {
+async fn sweep(pool: PgPool, sources: Arc<Sources>, token: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             () = token.cancelled() => return,
             _ = tick.tick() => {}
         }
+        sources.forget_idle();
         match idempotency::sweep(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
@@ -161,6 +179,8 @@ pub async fn run(
         internal_key,
         idempotency_ttl: args.idempotency_ttl(),
         duplicate_window: args.duplicate_window(),
+        limits: args.limits(),
+        sources: Arc::new(args.sources()),
     });
     tracing::info!(addr = %args.ingest_addr, "ingest listening");
     let served = serve(listener, state.clone(), token)

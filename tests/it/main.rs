@@ -10,13 +10,17 @@
 )]
 
 mod config;
+mod connections;
 mod crash;
 mod database;
 mod dlq;
+mod envelope;
 mod exactly_once;
 mod exchanges;
 mod faults;
+mod hostile;
 mod pipeline;
 mod retry;
+mod sources;
 mod support;
 mod webhook;

@@ -87,6 +87,29 @@ async fn body_that_is_not_a_json_object_is_rejected_with_400(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_key_sent_twice_is_rejected_with_400_naming_it_and_never_authenticates(pool: PgPool) {
+    let app = TestApp::ingest_only(pool).await;
+    app.ready().await;
+    let bodies = [
+        (
+            r#"{"apiKey":"wrong","apiKey":"test-webhook-key","action":"LONG","symbol":"BTCUSDT","quantity":1}"#,
+            "duplicate field: apiKey",
+        ),
+        (
+            r#"{"apiKey":"test-webhook-key","action":"LONG","symbol":"BTCUSDT","quantity":0.001,"quantity":5}"#,
+            "duplicate field: quantity",
+        ),
+    ];
+    for (body, error) in bodies {
+        let (status, envelope) = app.post_raw(body, &[]).await;
+        assert_eq!(status, 400, "{envelope}");
+        assert_eq!(error_of(&envelope), error);
+    }
+    assert_eq!(queued(&app).await, 0);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn wrong_or_missing_api_key_is_rejected_with_401(pool: PgPool) {
     let app = TestApp::ingest_only(pool).await;
     let mut wrong = signal("BTCUSDT");

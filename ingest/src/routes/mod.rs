@@ -1,4 +1,5 @@
 //! The HTTP surface of ingest.
 
+pub mod edge;
 pub mod health;
 pub mod webhook;

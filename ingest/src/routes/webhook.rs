@@ -1,14 +1,19 @@
 //! `POST /webhook`: the checks of the contract's answer table, in its order (cheap
 //! network checks first; nothing about the system's state before authentication), then
-//! idempotency, then a confirmed publish.
+//! idempotency, then a confirmed publish. The order: declared body size (413), source
+//! allowlist (403), body read (413 when too large, 408 when too slow), strict JSON
+//! object (400), apiKey (401), rate limit (429), fields (400), kill switch (503), then
+//! `accept`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
+use hoox_common::json::{self, ObjectError};
 use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
 use hoox_common::message::QueueMessage;
 use hoox_common::runtime_config::{secret_matches, WEBHOOK_API_KEY};
@@ -33,12 +38,19 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Handles one webhook.
 pub async fn webhook(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let bytes = read_body(&headers, body).await?;
+    check_declared_length(&headers)?;
+    // The allowlist comes before the body is read: a stranger's body is not worth the
+    // memory or the wait. A chunked body over the limit is still a 413 when read.
+    let source = state.sources.source(peer.ip(), &headers);
+    state.sources.check_allowed(source)?;
+    let bytes = read_body(body, state.limits.body_read_timeout).await?;
     let object = parse_object(&bytes)?;
     authenticate(&state, &headers, &object)?;
+    state.sources.check_rate(source, peer.ip())?;
     let parsed = WebhookSignal::from_json(&object)?;
     if state.config.kill_switch() {
         return Err(ApiError::KillSwitch);
@@ -68,38 +80,40 @@ pub async fn webhook(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let too_large = ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+/// Refuses a body whose `Content-Length` is over the limit, before reading it.
+fn check_declared_length(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > BODY_LIMIT) {
-        return Err(too_large);
+        return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
     }
-    match Limited::new(body, BODY_LIMIT).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
-        Err(err) => Err(ApiError::NotJson(format!("body could not be read: {err}"))),
+    Ok(())
+}
+
+/// Reads the body, at most [`BODY_LIMIT`] bytes within `timeout`.
+async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, BODY_LIMIT).collect()).await;
+    match read {
+        Err(_) => Err(ApiError::BodyTimeout {
+            after_ms: timeout.as_millis(),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT })
+        }
+        Ok(Err(err)) => Err(ApiError::NotJson(format!("body could not be read: {err}"))),
     }
 }
 
-/// Parses the body as JSON whatever its `Content-Type`: TradingView sends `text/plain`.
+/// Parses the body as JSON whatever its `Content-Type` (TradingView sends `text/plain`),
+/// refusing a key that appears twice.
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(ApiError::NotJson(format!(
-            "expected an object, got {}",
-            match other {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            }
-        ))),
-        Err(err) => Err(ApiError::NotJson(err.to_string())),
-    }
+    json::parse_object(bytes).map_err(|err| match err {
+        ObjectError::DuplicateKey(path) => ApiError::DuplicateField(path),
+        other => ApiError::NotJson(other.to_string()),
+    })
 }
 
 /// Checks `apiKey` (body) or `X-Api-Key` (header) against the configured key, in

@@ -4,6 +4,7 @@
 pub mod exchanges;
 pub mod ledger;
 pub mod proxy;
+pub mod raw;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +26,8 @@ use hoox_consumer::exchange::Exchange;
 use hoox_consumer::worker::{Worker, WorkerSettings};
 use hoox_consumer::Consumer;
 use hoox_ingest::publisher::Publisher;
+use hoox_ingest::server::Limits;
+use hoox_ingest::source::Sources;
 use hoox_ingest::{AppState, Inner};
 use lapin::options::QueueDeleteOptions;
 use lapin::Connection;
@@ -119,6 +122,10 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// Oldest signal executed.
     pub signal_max_age: Duration,
+    /// Ingest's connection limits and timeouts.
+    pub limits: Limits,
+    /// Ingest's allowlist, trusted proxies and rate limit.
+    pub sources: Sources,
 }
 
 impl Default for Options {
@@ -137,6 +144,8 @@ impl Default for Options {
                 max_delay: Duration::from_millis(20),
             },
             signal_max_age: Duration::from_secs(600),
+            limits: Limits::default(),
+            sources: Sources::open(),
         }
     }
 }
@@ -199,6 +208,8 @@ impl TestApp {
             internal_key,
             idempotency_ttl: Duration::from_secs(86_400),
             duplicate_window: Duration::from_secs(60),
+            limits: options.limits,
+            sources: Arc::new(options.sources),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -213,7 +224,7 @@ impl TestApp {
             pool,
             topology,
             config,
-            http: reqwest::Client::new(),
+            http: client(),
             token,
             tasks,
             consumer_settings,
@@ -318,7 +329,18 @@ impl TestApp {
         body: impl Into<reqwest::Body>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut request = self.http.post(self.webhook_url()).body(body);
+        self.post_with(&self.http, body, headers).await
+    }
+
+    /// Posts `body` as-is with extra `headers` through `client` (one bound to another
+    /// loopback address, say).
+    pub async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = client.post(self.webhook_url()).body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -362,6 +384,11 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Begins shutdown without waiting: ingest stops accepting and drains.
+    pub fn begin_shutdown(&self) {
+        self.token.cancel();
+    }
+
     /// Stops ingest and consumer, waits until they have let go of the broker, and
     /// deletes this test's queues (quorum queues outlive their connections).
     pub async fn stop(mut self) {
@@ -433,6 +460,28 @@ pub fn filled(
     }
 }
 
+/// How long the tests' clients keep an idle connection: less than ingest's header
+/// timeout, which closes idle connections, so that a client never sends on a connection
+/// the server is closing at that moment (a reverse proxy needs the same setting).
+const CLIENT_IDLE: Duration = Duration::from_secs(2);
+
+/// An HTTP client for the test app.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(CLIENT_IDLE)
+        .build()
+        .expect("client")
+}
+
+/// An HTTP client whose connections come from the loopback address `ip`.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(CLIENT_IDLE)
+        .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+        .build()
+        .expect("client")
+}
+
 /// A connection to the test broker.
 pub async fn broker() -> Connection {
     hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test")
@@ -502,6 +551,25 @@ pub async fn publish_raw(app: &TestApp, connection: &Connection, body: &[u8], si
 pub fn message_for(symbol: &str, received_at: chrono::DateTime<chrono::Utc>) -> QueueMessage {
     let parsed = WebhookSignal::from_json(signal(symbol).as_object().unwrap()).unwrap();
     QueueMessage::new(uuid::Uuid::new_v4(), received_at, parsed.signal)
+}
+
+/// How many messages wait in the main queue of `app` (declared by ingest once ready).
+pub async fn queue_depth(app: &TestApp) -> u32 {
+    let connection = broker().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            app.topology.queue().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    queue.message_count()
 }
 
 /// Posts `body` and returns the request id of its 202.
