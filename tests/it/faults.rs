@@ -307,3 +307,57 @@ async fn consumer_sigkilled_twenty_times_over_five_hundred_signals_trades_each_o
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn consumer_sigtermed_mid_batch_settles_the_batch_before_it_exits(pool: PgPool) {
+    let app = TestApp::ingest_only(pool.clone()).await;
+    app.ready().await;
+    // Ten signals of one symbol at 100 ms an order: one batch, in flight for a second.
+    app.set_config(PAPER_LATENCY_MS, "100").await;
+    let answers = load(
+        app.webhook_url(),
+        keys("term-consumer", 10),
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    let ids: Vec<Uuid> = answers.values().filter_map(|a| a.request_id()).collect();
+    assert_eq!(ids.len(), 10);
+
+    let mut consumer = spawn_hoox(&app);
+    eventually("a batch half done", || async {
+        let placed = count(&pool, "SELECT count(*) FROM paper_orders").await;
+        let filled = count(&pool, "SELECT count(*) FROM fills").await;
+        (placed >= 2 && filled < placed).then_some(())
+    })
+    .await;
+    sigterm(&consumer);
+    assert!(
+        exits(&mut consumer).await.success(),
+        "a drained shutdown exits 0"
+    );
+    // Every order placed before the exit has its fill: the batch was finished and
+    // committed, not abandoned.
+    let placed = count(&pool, "SELECT count(*) FROM paper_orders").await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, placed);
+    let unsettled = count(
+        &pool,
+        "SELECT count(*) FROM executions WHERE state = 'running'",
+    )
+    .await;
+    assert_eq!(unsettled, 0, "no attempt was left half done");
+
+    let mut last = spawn_hoox(&app);
+    eventually("all 10 fills", || async {
+        (count(&pool, "SELECT count(*) FROM fills").await == 10).then_some(())
+    })
+    .await;
+    last.kill().await.expect("stop");
+    let orders: Vec<String> = sqlx::query_scalar("SELECT client_order_id FROM paper_orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let connection = broker().await;
+    assert_exactly_once(&app, &connection, &orders, &ids).await;
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}

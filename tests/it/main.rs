@@ -19,6 +19,7 @@ mod exactly_once;
 mod exchanges;
 mod faults;
 mod hostile;
+mod outages;
 mod pipeline;
 mod retry;
 mod sources;

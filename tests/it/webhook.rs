@@ -4,7 +4,7 @@ use hoox_common::runtime_config::{hash_secret, KILL_SWITCH, WEBHOOK_API_KEY};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::support::proxy::BrokerProxy;
+use crate::support::proxy::TcpProxy;
 use crate::support::{count, eventually, signal, Options, TestApp, API_KEY};
 
 fn error_of(envelope: &Value) -> &str {
@@ -293,7 +293,7 @@ async fn unreachable_broker_answers_503_and_releases_the_key(pool: PgPool) {
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn resend_after_a_broker_outage_is_accepted_not_called_a_duplicate(pool: PgPool) {
     let broker = "127.0.0.1:5672".parse().unwrap();
-    let proxy = BrokerProxy::start(broker).await;
+    let proxy = TcpProxy::start(broker).await;
     let app = TestApp::with(
         pool,
         Options {

@@ -151,7 +151,10 @@ pub fn floor_to(value: Decimal, step: Decimal) -> Option<Decimal> {
         return Some(value);
     }
     let steps = value.checked_div(step)?.floor();
-    Some(steps.checked_mul(step)?.normalize())
+    let floored = exact_multiple(steps.checked_mul(step)?, step)?;
+    // A quotient past 28 significant digits is rounded, and its floor can miss.
+    let gap = value.checked_sub(floored)?;
+    (gap >= Decimal::ZERO && gap < step).then_some(floored)
 }
 
 /// `value` rounded to the nearest multiple of `tick`, halves away from zero (unchanged
@@ -163,7 +166,19 @@ pub fn round_to(value: Decimal, tick: Decimal) -> Option<Decimal> {
     let ticks = value
         .checked_div(tick)?
         .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
-    Some(ticks.checked_mul(tick)?.normalize())
+    let rounded = exact_multiple(ticks.checked_mul(tick)?, tick)?;
+    let gap = value.checked_sub(rounded)?.abs();
+    (gap.checked_mul(Decimal::TWO)? <= tick).then_some(rounded)
+}
+
+/// `value` when it is an exact multiple of `step`. Past 28 significant digits decimal
+/// arithmetic rounds, and a size off the step would be refused by the exchange
+/// anyway: such a size is out of range.
+fn exact_multiple(value: Decimal, step: Decimal) -> Option<Decimal> {
+    value
+        .checked_rem(step)
+        .is_some_and(|r| r.is_zero())
+        .then(|| value.normalize())
 }
 
 /// A decimal as exchanges want it: plain digits, no exponent, no trailing zeros.
@@ -217,6 +232,7 @@ impl RulesCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
@@ -332,6 +348,50 @@ mod tests {
         assert_eq!(floor_to(Decimal::MAX, d("0.001")), None);
         assert_eq!(round_to(Decimal::MAX, d("0.1")), None);
         assert_eq!(floor_to(d("1.234"), Decimal::ZERO), Some(d("1.234")));
+    }
+
+    /// Any decimal: a mantissa of up to 96 bits at any scale.
+    fn any_decimal() -> impl Strategy<Value = Decimal> {
+        (any::<i128>(), 0u32..=28)
+            .prop_map(|(m, scale)| Decimal::from_i128_with_scale(m % (1i128 << 96), scale))
+    }
+
+    /// A step or tick as exchanges publish them: 1, 5 or 25 at some power of ten.
+    fn any_step() -> impl Strategy<Value = Decimal> {
+        (prop::sample::select(vec![1i64, 5, 25]), 0u32..=18)
+            .prop_map(|(m, scale)| Decimal::new(m, scale))
+    }
+
+    proptest! {
+        #[test]
+        fn flooring_never_panics_and_lands_on_the_step_below(value in any_decimal(), step in any_step()) {
+            if let Some(floored) = floor_to(value, step) {
+                prop_assert!(floored <= value);
+                prop_assert!(value - floored < step);
+                prop_assert!((floored % step).is_zero());
+            }
+        }
+
+        #[test]
+        fn rounding_never_panics_and_lands_within_half_a_tick(value in any_decimal(), tick in any_step()) {
+            if let Some(rounded) = round_to(value, tick) {
+                prop_assert!((value - rounded).abs() * Decimal::TWO <= tick);
+                prop_assert!((rounded % tick).is_zero());
+            }
+        }
+
+        #[test]
+        fn sizing_never_panics(quantity in any_decimal(), price in any_decimal(), step in any_step(), tick in any_step()) {
+            let rules = InstrumentRules {
+                qty_step: step,
+                tick_size: Some(tick),
+                ..btc()
+            };
+            if let Ok(sized) = rules.size(ExchangeName::Bybit, &symbol(), quantity, Some(price), false) {
+                prop_assert!(sized.quantity <= quantity);
+                prop_assert!(sized.quantity >= rules.min_qty);
+            }
+        }
     }
 
     #[test]

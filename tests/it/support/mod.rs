@@ -112,6 +112,8 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
 pub struct Options {
     /// Broker URL for ingest (a proxy, or a dead port).
     pub ingest_amqp_url: String,
+    /// Broker URL for the consumers.
+    pub consumer_amqp_url: String,
     /// Whether to run a consumer.
     pub consumer: bool,
     /// Exchanges the consumer routes to; paper when empty.
@@ -132,6 +134,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             ingest_amqp_url: amqp_url(),
+            consumer_amqp_url: amqp_url(),
             consumer: true,
             exchanges: Vec::new(),
             bounds: BatchBounds {
@@ -169,6 +172,7 @@ pub struct TestApp {
 }
 
 struct ConsumerSettings {
+    amqp_url: String,
     bounds: BatchBounds,
     retry: RetryPolicy,
     signal_max_age: Duration,
@@ -191,6 +195,7 @@ impl TestApp {
         let mut tasks = Vec::new();
 
         let consumer_settings = ConsumerSettings {
+            amqp_url: options.consumer_amqp_url,
             bounds: options.bounds,
             retry: options.retry,
             signal_max_age: options.signal_max_age,
@@ -258,7 +263,7 @@ impl TestApp {
         let consumer = Consumer::new(
             worker,
             self.topology.clone(),
-            SecretString::from(amqp_url()),
+            SecretString::from(settings.amqp_url.clone()),
             settings.bounds,
         );
         let token = self.token.child_token();

@@ -1,5 +1,5 @@
-//! A TCP proxy in front of the broker that a test can take down and bring back, to
-//! show what ingest does when its broker connection dies.
+//! A TCP proxy in front of the broker or the database that a test can take down and
+//! bring back, to show what hoox does when a connection dies mid-flight.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,14 +8,14 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// A proxy to the local broker.
-pub struct BrokerProxy {
+/// A proxy to a local service.
+pub struct TcpProxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
 }
 
-impl BrokerProxy {
+impl TcpProxy {
     /// Starts a proxy to `target` on a free port.
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
@@ -52,6 +52,11 @@ impl BrokerProxy {
     /// The AMQP URL through the proxy.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Cuts every open connection and refuses new ones.
