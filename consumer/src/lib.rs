@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
 use hoox_common::amqp::{self, Topology};
 use hoox_common::message::{HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_SIGNATURE};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
@@ -24,7 +25,7 @@ use hoox_common::runtime_config::RuntimeConfig;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::Channel;
+use lapin::{Channel, Event};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,7 @@ impl Consumer {
             .context("consume")?;
         self.connected.store(true, Ordering::SeqCst);
         tracing::info!(queue = self.topology.queue(), "consuming");
+        let mut events = connection.events_listener();
 
         let result = loop {
             let collected = tokio::select! {
@@ -127,7 +129,15 @@ impl Consumer {
                 collected = collect(&mut deliveries, self.bounds) => collected,
             };
             match collected {
-                Collected::Batch(batch) => self.handle(batch, &publisher, token).await?,
+                // An ack or a confirm on a connection that just died can wait forever:
+                // the batch is abandoned instead, unacknowledged, and the broker
+                // redelivers it (its claim makes that safe at any point).
+                Collected::Batch(batch) => tokio::select! {
+                    handled = self.handle(batch, &publisher, token) => handled?,
+                    err = connection_failed(&mut events) => {
+                        break Err(anyhow::Error::new(err).context("connection failed mid-batch"));
+                    }
+                },
                 Collected::Failed(batch, err) => {
                     // Deliveries taken before the failure cannot be acknowledged on a
                     // dead channel; the broker redelivers them.
@@ -199,6 +209,21 @@ impl Consumer {
                 publish(publisher, &self.topology.dlq(), message, &headers)
                     .await
                     .context("publish dead letter")
+            }
+        }
+    }
+}
+
+/// Waits for the connection's first error.
+async fn connection_failed(events: &mut (impl Stream<Item = Event> + Unpin)) -> lapin::Error {
+    loop {
+        match events.next().await {
+            Some(Event::Error(err)) => return err,
+            Some(_) => {}
+            None => {
+                return lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                    lapin::ConnectionState::Closed,
+                ))
             }
         }
     }
