@@ -177,15 +177,20 @@ async fn resends_recover_every_key(app: &TestApp, answers: &HashMap<String, Answ
     )
     .await;
     assert_eq!(unaudited, 0, "every queued signal has its ingest audit row");
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    assert_paper_exactly_once(app, &ids).await;
+    second.kill().await.expect("stop");
+}
+
+/// [`assert_exactly_once`] with the paper book as the exchange's ledger.
+async fn assert_paper_exactly_once(app: &TestApp, ids: &[Uuid]) {
     let orders: Vec<String> = sqlx::query_scalar("SELECT client_order_id FROM paper_orders")
-        .fetch_all(pool)
+        .fetch_all(&app.pool)
         .await
         .unwrap();
     let connection = broker().await;
-    let ids: Vec<Uuid> = ids.into_iter().collect();
-    assert_exactly_once(app, &connection, &orders, &ids).await;
+    assert_exactly_once(app, &connection, &orders, ids).await;
     let _ = connection.close(200, "done".into()).await;
-    second.kill().await.expect("stop");
 }
 
 fn keys(prefix: &str, n: usize) -> Vec<String> {
@@ -289,12 +294,7 @@ async fn consumer_sigkilled_twenty_times_over_five_hundred_signals_trades_each_o
     .await;
     last.kill().await.expect("stop");
 
-    let orders: Vec<String> = sqlx::query_scalar("SELECT client_order_id FROM paper_orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let connection = broker().await;
-    assert_exactly_once(&app, &connection, &orders, &ids).await;
+    assert_paper_exactly_once(&app, &ids).await;
     let mismatched = count(
         &pool,
         "SELECT count(*) FROM fills f JOIN paper_orders p ON p.client_order_id = f.client_order_id WHERE f.exchange_order_id <> p.order_id::text",
@@ -304,7 +304,6 @@ async fn consumer_sigkilled_twenty_times_over_five_hundred_signals_trades_each_o
         mismatched, 0,
         "each fill is the one paper order of its signal"
     );
-    let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
 
@@ -352,12 +351,6 @@ async fn consumer_sigtermed_mid_batch_settles_the_batch_before_it_exits(pool: Pg
     })
     .await;
     last.kill().await.expect("stop");
-    let orders: Vec<String> = sqlx::query_scalar("SELECT client_order_id FROM paper_orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let connection = broker().await;
-    assert_exactly_once(&app, &connection, &orders, &ids).await;
-    let _ = connection.close(200, "done".into()).await;
+    assert_paper_exactly_once(&app, &ids).await;
     app.stop().await;
 }
