@@ -205,6 +205,9 @@ pub async fn claim(
     pool: &PgPool,
     attempts: &[Attempt],
 ) -> Result<(Lease, Vec<Claim>), sqlx::Error> {
+    if attempts.is_empty() {
+        return Ok((Lease { connection: None }, Vec::new()));
+    }
     let mut lease = Lease {
         connection: Some(pool.acquire().await?),
     };

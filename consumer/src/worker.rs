@@ -87,6 +87,10 @@ pub struct Processed {
     pub outcome: Option<(Uuid, ExecutionState)>,
 }
 
+/// A delivery the claim lets run: its place in the batch, its message, and whether
+/// its attempt was started before.
+type Run<'a> = (usize, &'a QueueMessage, bool);
+
 /// A processed batch, still holding the claim on its request ids.
 pub struct Executed {
     /// Each delivery's outcome, in delivery order.
@@ -163,7 +167,7 @@ impl Worker {
         let mut results: Vec<Option<Processed>> = vec![None; batch.len()];
         // The first delivery of each request id in the batch is claimed; a later one is
         // a copy (a broker redelivery, or a message published twice).
-        let mut claimed: Vec<usize> = Vec::new();
+        let mut claimed: Vec<(usize, &QueueMessage)> = Vec::new();
         let mut seen = HashSet::new();
         for (index, (incoming, decoded)) in batch.iter().zip(&decoded).enumerate() {
             match decoded {
@@ -171,13 +175,12 @@ impl Worker {
                 Ok(message) if !seen.insert(message.request_id) => {
                     results[index] = Some(copy(message, None, batch_context));
                 }
-                Ok(_) => claimed.push(index),
+                Ok(message) => claimed.push((index, message)),
             }
         }
         let attempts: Vec<Attempt> = claimed
             .iter()
-            .filter_map(|&i| decoded[i].as_ref().ok())
-            .map(|m| Attempt {
+            .map(|(_, m)| Attempt {
                 request_id: m.request_id,
                 replays: m.replays,
                 attempt: m.attempt(),
@@ -188,11 +191,8 @@ impl Worker {
             .await?;
 
         // Per symbol, in arrival order: signals for one symbol never overtake each other.
-        let mut groups: Vec<(&str, Vec<(usize, bool)>)> = Vec::new();
-        for (&index, claim) in claimed.iter().zip(&claims) {
-            let Ok(message) = &decoded[index] else {
-                continue;
-            };
+        let mut groups: Vec<(&str, Vec<Run<'_>>)> = Vec::new();
+        for (&(index, message), claim) in claimed.iter().zip(&claims) {
             let resumed = match claim {
                 Claim::Run { resumed } => *resumed,
                 Claim::Busy => {
@@ -206,23 +206,18 @@ impl Worker {
             };
             let symbol = message.signal.symbol.as_str();
             match groups.iter_mut().find(|(s, _)| *s == symbol) {
-                Some((_, indices)) => indices.push((index, resumed)),
-                None => groups.push((symbol, vec![(index, resumed)])),
+                Some((_, runs)) => runs.push((index, message, resumed)),
+                None => groups.push((symbol, vec![(index, message, resumed)])),
             }
         }
 
-        let decoded = &decoded;
-        let executed = join_all(groups.iter().map(|(_, indices)| async move {
-            let mut out = Vec::with_capacity(indices.len());
-            for &(index, resumed) in indices {
-                let Ok(message) = &decoded[index] else {
-                    continue;
-                };
-                let incoming = &batch[index];
+        let executed = join_all(groups.iter().map(|(_, runs)| async move {
+            let mut out = Vec::with_capacity(runs.len());
+            for &(index, message, resumed) in runs {
                 // A panic in one signal's execution (a bug, an exchange answer nobody
                 // foresaw) dead-letters that signal alone, not its batch or the consumer.
                 let executed =
-                    AssertUnwindSafe(self.execute(message, incoming, resumed, batch_context))
+                    AssertUnwindSafe(self.execute(message, &batch[index], resumed, batch_context))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
