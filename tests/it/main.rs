@@ -21,6 +21,7 @@ mod faults;
 mod hostile;
 mod pipeline;
 mod retry;
+mod secrets;
 mod sources;
 mod support;
 mod webhook;
