@@ -22,6 +22,7 @@ mod hostile;
 mod outages;
 mod pipeline;
 mod retry;
+mod secrets;
 mod sources;
 mod support;
 mod webhook;

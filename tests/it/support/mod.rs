@@ -84,6 +84,22 @@ pub fn hoox_on(database_url: &str) -> tokio::process::Command {
     command
 }
 
+/// The `hoox` binary, configured for `database_url`, the test broker, and the queues
+/// and retry schedule of `topology`.
+pub fn hoox_with_queues(database_url: &str, topology: &Topology) -> tokio::process::Command {
+    let retry = topology.retry_policy();
+    let mut command = hoox_on(database_url);
+    command
+        .env("HOOX_QUEUE", topology.queue())
+        .env("HOOX_RETRY_BASE_MS", retry.base.as_millis().to_string())
+        .env("HOOX_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
+        .env(
+            "HOOX_RETRY_MAX_DELAY_MS",
+            retry.max_delay.as_millis().to_string(),
+        );
+    command
+}
+
 /// Polls `check` until it gives `Some`, failing the test at [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -293,16 +309,8 @@ impl TestApp {
 
     /// The `hoox` binary, configured for this app's database, queues and keys.
     pub fn hoox(&self) -> tokio::process::Command {
-        let retry = self.topology.retry_policy();
-        let mut command = hoox_on(&database_url(&self.pool));
+        let mut command = hoox_with_queues(&database_url(&self.pool), &self.topology);
         command
-            .env("HOOX_QUEUE", self.topology.queue())
-            .env("HOOX_RETRY_BASE_MS", retry.base.as_millis().to_string())
-            .env("HOOX_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
-            .env(
-                "HOOX_RETRY_MAX_DELAY_MS",
-                retry.max_delay.as_millis().to_string(),
-            )
             .env("HOOX_WEBHOOK_API_KEY", API_KEY)
             .env("HOOX_INTERNAL_KEY", INTERNAL_KEY);
         command
