@@ -41,6 +41,17 @@ impl PublishError {
     }
 }
 
+/// Why the supervisor has no confirm channel yet.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// No node of `AMQP_URL` gave a connection.
+    #[error(transparent)]
+    Connect(#[from] amqp::ConnectError),
+    /// A node gave one, and then failed us.
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
 /// A publish the broker has received but not yet confirmed.
 pub struct Pending {
     confirm: PublisherConfirm,
@@ -155,7 +166,7 @@ impl Publisher {
                 channel
                     .confirm_select(ConfirmSelectOptions::default())
                     .await?;
-                Ok::<_, lapin::Error>((connection, channel))
+                Ok::<_, SetupError>((connection, channel))
             }
             .await;
             let (connection, channel) = match connected {
