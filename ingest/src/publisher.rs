@@ -117,10 +117,14 @@ impl Publisher {
         body: &[u8],
         signature: &str,
     ) -> Result<Pending, PublishError> {
-        let channel = self
-            .current()
-            .filter(|c| c.status().connected())
-            .ok_or(PublishError::Unavailable)?;
+        let channel = self.current().ok_or(PublishError::Unavailable)?;
+        if !channel.status().connected() {
+            // A channel that died without a connection error event (or before it came):
+            // tell the supervisor, or it would keep the dead channel and ingest would
+            // answer 503 until something else failed.
+            self.reconnect();
+            return Err(PublishError::Unavailable);
+        }
         let id = request_id.to_string();
         let headers = amqp::signed_headers(Some(signature), Some(&id));
         let confirm = amqp::publish(
