@@ -4,11 +4,19 @@
 //! Every queue is a durable quorum queue with its arguments spelled out, so Debian's
 //! RabbitMQ 3.10 and the 4.x of `compose.yml` behave the same (4.x changed defaults,
 //! such as a delivery limit of 20).
+//!
+//! `AMQP_URL` may list the nodes of a cluster, comma-separated, each a full URL. They are
+//! tried in the order given, so an operator knows where each part connects; a node that
+//! refuses costs a refusal and a silent one at most [`CONNECT_TIMEOUT`]. Whatever the
+//! broker says, errors and logs name a node by `host:port`, never by its URL, which holds
+//! the password.
 
+use std::fmt;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
 };
@@ -129,10 +137,178 @@ async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), 
         .map(drop)
 }
 
-/// Opens a connection named `name` (shown in the broker's management UI).
-pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose_secret(), properties).await
+/// Longest wait for one node to accept a connection before the next is tried: a node
+/// that is gone without a word (a dead host, a dropped packet) must not hold up the rest.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Heartbeat interval asked for when a URL sets none, in seconds. RabbitMQ proposes 60,
+/// which leaves a connection to a dead host looking alive for minutes; within the 5 to
+/// 20 s RabbitMQ recommends, a lost node is noticed in well under a minute.
+pub const HEARTBEAT_SECS: u16 = 10;
+
+/// Why `AMQP_URL` cannot be used. Entries are named by position and host, never shown
+/// whole: they hold the password.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Nothing but separators.
+    #[error("AMQP_URL names no broker node")]
+    Empty,
+    /// One entry is not a full `amqp://` or `amqps://` URL.
+    #[error("AMQP_URL entry {position} ({host}) is not a usable amqp:// or amqps:// URL: {reason}; each comma-separated entry must be a full URL with its credentials and vhost")]
+    Malformed {
+        /// The entry's place in the list, from 1.
+        position: usize,
+        /// What the entry seems to name as its host, or `?`.
+        host: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The broker nodes of an `AMQP_URL`, in the order they are tried.
+#[derive(Clone)]
+pub struct Nodes(Vec<Node>);
+
+#[derive(Clone)]
+struct Node {
+    uri: AMQPUri,
+    name: String,
+}
+
+impl Nodes {
+    /// Parses a comma-separated list of full `amqp://` or `amqps://` URLs. A bare
+    /// `host:port` is refused rather than given the first entry's credentials: each
+    /// entry says exactly where it connects and as whom.
+    pub fn parse(list: &str) -> Result<Self, UrlError> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        if entries.iter().all(|e| e.is_empty()) {
+            return Err(UrlError::Empty);
+        }
+        let nodes = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let malformed = |reason: String| UrlError::Malformed {
+                    position: i + 1,
+                    host: host_of(entry),
+                    reason,
+                };
+                if entry.is_empty() {
+                    return Err(malformed("the entry is empty".to_owned()));
+                }
+                if !entry.contains("://") {
+                    return Err(malformed("it has no scheme".to_owned()));
+                }
+                let mut uri: AMQPUri = entry.parse().map_err(|err: String| {
+                    // The parser quotes the whole input in one of its messages.
+                    malformed(if err.contains(entry) {
+                        "it is not a URL".to_owned()
+                    } else {
+                        err
+                    })
+                })?;
+                uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
+                let name = format!("{}:{}", uri.authority.host, uri.authority.port);
+                Ok(Node { uri, name })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self(nodes))
+    }
+
+    /// Each node as `host:port`, in order: how logs and errors name them.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|n| n.name.as_str()).collect()
+    }
+}
+
+impl fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Nodes").field(&self.names()).finish()
+    }
+}
+
+/// The host an entry seems to name, for an error message: what follows the scheme and
+/// the last `@` (everything before it may be credentials), up to the path, with a port
+/// only when it is digits (a lone `user:password` must not pass for `host:port`).
+fn host_of(entry: &str) -> String {
+    let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    let after_credentials = rest.rsplit('@').next().unwrap_or_default();
+    let authority = after_credentials
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((name, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority,
+    };
+    if host.is_empty() {
+        "?".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Why no node of `AMQP_URL` gave a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `AMQP_URL` is not a list of URLs.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// Every node was tried, and each failed.
+    #[error("no broker node answered: {}", failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unreachable {
+        /// Each node tried, in order, with its failure.
+        failures: Vec<NodeFailure>,
+    },
+}
+
+/// One node that gave no connection, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{node}: {error}")]
+pub struct NodeFailure {
+    /// The node, as `host:port`.
+    pub node: String,
+    /// What went wrong.
+    pub error: NodeError,
+}
+
+/// How connecting to one node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node refused, or the handshake failed.
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    /// The node did not answer within [`CONNECT_TIMEOUT`].
+    #[error("no answer within {}s", CONNECT_TIMEOUT.as_secs())]
+    TimedOut,
+}
+
+/// Opens a connection named `name` (shown in the broker's management UI) to the first
+/// node of `url` that accepts one, trying them in order.
+pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, ConnectError> {
+    let nodes = Nodes::parse(url.expose_secret())?;
+    let mut failures = Vec::new();
+    for node in nodes.0 {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = Connection::connect_uri(node.uri, properties);
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => {
+                if !failures.is_empty() {
+                    // Handled here, by moving on: the caller sees only the success.
+                    let skipped: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                    tracing::warn!(broker.node = %node.name, skipped = ?skipped, "connected to a later broker node");
+                }
+                return Ok(connection);
+            }
+            Ok(Err(err)) => NodeError::Broker(err),
+            Err(_) => NodeError::TimedOut,
+        };
+        failures.push(NodeFailure {
+            node: node.name,
+            error,
+        });
+    }
+    Err(ConnectError::Unreachable { failures })
 }
 
 /// Why a confirmed publish failed.
@@ -256,5 +432,86 @@ pub fn header_int(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
         AMQPValue::LongUInt(n) => Some(i64::from(*n)),
         AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "s3cr/et@pw";
+
+    #[test]
+    fn a_list_of_full_urls_is_tried_in_the_order_given_with_a_heartbeat() {
+        let nodes = Nodes::parse(
+            "amqp://u:p@h1:5672/%2f, amqps://u:p@h2:5671/prod ,amqp://u:p@h3/%2f?heartbeat=30",
+        )
+        .unwrap();
+        assert_eq!(nodes.names(), ["h1:5672", "h2:5671", "h3:5672"]);
+        let heartbeats: Vec<_> = nodes.0.iter().map(|n| n.uri.query.heartbeat).collect();
+        assert_eq!(
+            heartbeats,
+            [Some(HEARTBEAT_SECS), Some(HEARTBEAT_SECS), Some(30)]
+        );
+        assert_eq!(nodes.0[1].uri.vhost, "prod");
+    }
+
+    #[test]
+    fn malformed_lists_are_refused_naming_the_entry_but_never_the_password() {
+        let encoded = "s3cr%2Fet%40pw";
+        let cases: [(String, Option<(usize, &str)>); 8] = [
+            (String::new(), None),
+            (" , ".to_owned(), None),
+            (format!("amqp://u:{encoded}@h1/%2f,"), Some((2, "?"))),
+            (
+                format!("amqp://u:{encoded}@h1/%2f,h2:5672"),
+                Some((2, "h2:5672")),
+            ),
+            (
+                format!("amqp://u:{encoded}@h1/%2f,u:{PASSWORD}@h2"),
+                Some((2, "h2")),
+            ),
+            (
+                format!("http://u:{PASSWORD}@h1:5672/%2f"),
+                Some((1, "h1:5672")),
+            ),
+            (format!("amqp://u:{PASSWORD}@h1:56x2/%2f"), Some((1, "h1"))),
+            ("amqp://u:sesame".to_owned(), Some((1, "u"))),
+        ];
+        for (list, expected) in cases {
+            let err = Nodes::parse(&list).unwrap_err();
+            match (expected, &err) {
+                (None, UrlError::Empty) => {}
+                (Some((at, shown)), UrlError::Malformed { position, host, .. }) => {
+                    assert_eq!((*position, host.as_str()), (at, shown), "{list}");
+                }
+                _ => panic!("{list}: unexpected {err:?}"),
+            }
+            let message = err.to_string();
+            for secret in [PASSWORD, encoded, "sesame"] {
+                assert!(!message.contains(secret), "{list}: {message}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn when_no_node_answers_the_error_names_each_node_but_no_password() {
+        // Port 9 (discard) is closed on a test machine: each node refuses at once.
+        let encoded = "s3cr%2Fet%40pw";
+        let url = SecretString::from(format!(
+            "amqp://u:{encoded}@127.0.0.1:9/%2f,amqp://u:{encoded}@localhost:9/%2f"
+        ));
+        let err = connect(&url, "hoox-test").await.unwrap_err();
+        let ConnectError::Unreachable { failures } = &err else {
+            panic!("unexpected {err:?}");
+        };
+        let tried: Vec<&str> = failures.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(tried, ["127.0.0.1:9", "localhost:9"]);
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !shown.contains(PASSWORD) && !shown.contains(encoded),
+                "{shown}"
+            );
+        }
     }
 }

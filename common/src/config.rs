@@ -4,7 +4,7 @@
 //! | variable | default |
 //! | --- | --- |
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/hoox` |
-//! | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` (a cluster: full URLs, comma-separated) |
 //! | `HOOX_QUEUE` | `trade-execution` |
 //! | `HOOX_INTERNAL_KEY` | none: required by ingest and consumer |
 //! | `HOOX_RETRY_BASE_MS` / `HOOX_RETRY_MAX_ATTEMPTS` / `HOOX_RETRY_MAX_DELAY_MS` | `30000` / `5` / `480000` |
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::amqp::Topology;
+use crate::amqp::{Nodes, Topology};
 use crate::retry::RetryPolicy;
 use crate::telemetry::LogArgs;
 
@@ -31,6 +31,33 @@ pub fn parse_secret(value: &str) -> Result<SecretString, String> {
         return Err("must not be empty".to_owned());
     }
     Ok(SecretString::from(value.to_owned()))
+}
+
+/// Reads `AMQP_URL` as a secret once it is a list of broker nodes. A bad list is refused
+/// at start with an error naming the entry by host: clap's own message would echo the
+/// value, password included.
+#[derive(Debug, Clone, Copy)]
+pub struct AmqpUrlParser;
+
+impl clap::builder::TypedValueParser for AmqpUrlParser {
+    type Value = SecretString;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretString, clap::Error> {
+        let refuse = |why: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{why}\n"))
+                .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("AMQP_URL is not valid UTF-8".to_owned()))?;
+        Nodes::parse(text).map_err(|err| refuse(err.to_string()))?;
+        Ok(SecretString::from(text.to_owned()))
+    }
 }
 
 /// Where PostgreSQL is.
@@ -51,12 +78,12 @@ pub struct DatabaseArgs {
 /// Where RabbitMQ is, and which queues to use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]
+    /// RabbitMQ URL, or a cluster's nodes as comma-separated full URLs tried in order [default: amqp://guest:guest@127.0.0.1:5672/%2f]
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = DEFAULT_AMQP_URL,
-        value_parser = parse_secret,
+        value_parser = AmqpUrlParser,
         hide_env_values = true,
         hide_default_value = true
     )]
@@ -140,4 +167,30 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+    }
+
+    #[test]
+    fn a_malformed_amqp_url_list_is_refused_at_start_without_its_password() {
+        let list = "amqp://hoox:sesame@rabbit-a:5672/%2f,hoox:sesame@rabbit-b:5672";
+        let err = Cli::try_parse_from(["hoox", "--amqp-url", list]).unwrap_err();
+        let message = err.to_string();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(message.contains("entry 2 (rabbit-b:5672)"), "{message}");
+        assert!(!message.contains("sesame"), "{message}");
+
+        let good = "amqp://hoox:sesame@rabbit-a:5672/%2f,amqp://hoox:sesame@rabbit-b:5672/%2f";
+        assert!(Cli::try_parse_from(["hoox", "--amqp-url", good]).is_ok());
+    }
 }

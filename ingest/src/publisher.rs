@@ -41,6 +41,17 @@ impl PublishError {
     }
 }
 
+/// Why the supervisor has no confirm channel yet.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// No node of `AMQP_URL` gave a connection.
+    #[error(transparent)]
+    Connect(#[from] amqp::ConnectError),
+    /// A node gave one, and then failed us.
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
 /// A publish the broker has received but not yet confirmed.
 pub struct Pending {
     confirm: PublisherConfirm,
@@ -106,10 +117,14 @@ impl Publisher {
         body: &[u8],
         signature: &str,
     ) -> Result<Pending, PublishError> {
-        let channel = self
-            .current()
-            .filter(|c| c.status().connected())
-            .ok_or(PublishError::Unavailable)?;
+        let channel = self.current().ok_or(PublishError::Unavailable)?;
+        if !channel.status().connected() {
+            // A channel that died without a connection error event (or before it came):
+            // tell the supervisor, or it would keep the dead channel and ingest would
+            // answer 503 until something else failed.
+            self.reconnect();
+            return Err(PublishError::Unavailable);
+        }
         let id = request_id.to_string();
         let headers = amqp::signed_headers(Some(signature), Some(&id));
         let confirm = amqp::publish(
@@ -155,7 +170,7 @@ impl Publisher {
                 channel
                     .confirm_select(ConfirmSelectOptions::default())
                     .await?;
-                Ok::<_, lapin::Error>((connection, channel))
+                Ok::<_, SetupError>((connection, channel))
             }
             .await;
             let (connection, channel) = match connected {

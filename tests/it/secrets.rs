@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::support::exchanges::{Fault, Kind, MockExchange};
 use crate::support::{
-    amqp_url, database_url, delete_queues, eventually, free_addr, hoox_with_queues, unique_queue,
-    DEADLINE,
+    amqp_url, database_url, delete_queues_at, eventually, free_addr, hoox_with_queues,
+    unique_queue, DEADLINE,
 };
 
 /// Everything every crate can log: the most a troubleshooting operator can turn on
@@ -976,7 +976,7 @@ async fn no_secret_appears_in_any_log_row_output_or_dead_letter(pool: PgPool) {
         sinks.0.len(),
         leaks.join("\n")
     );
-    delete_queues(&deployment.topology).await;
+    delete_queues_at(&amqp_url(), &deployment.topology).await;
 }
 
 /// The search itself finds a secret however it was written: plainly, as hex inside a

@@ -1,6 +1,8 @@
 //! Test harness: an in-process ingest and consumer on a fresh database and a unique
-//! queue, waiting helpers with deadlines, and a broker proxy that can fail on demand.
+//! queue, waiting helpers with deadlines, a broker proxy that can fail on demand, and a
+//! RabbitMQ cluster of three nodes that can lose one.
 
+pub mod cluster;
 pub mod exchanges;
 pub mod ledger;
 pub mod proxy;
@@ -128,7 +130,8 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
 pub struct Options {
     /// Broker URL for ingest (a proxy, or a dead port).
     pub ingest_amqp_url: String,
-    /// Broker URL for the consumers.
+    /// Broker URL for the consumers (a cluster's node list, say); the app's queues are
+    /// deleted there when it stops.
     pub consumer_amqp_url: String,
     /// Whether to run a consumer.
     pub consumer: bool,
@@ -404,13 +407,24 @@ impl TestApp {
 
     /// Stops ingest and consumer, waits until they have let go of the broker, and
     /// deletes this test's queues (quorum queues outlive their connections).
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let (url, topology) = (
+            self.consumer_settings.amqp_url.clone(),
+            self.topology.clone(),
+        );
+        self.stop_leaving_queues().await;
+        delete_queues_at(&url, &topology).await;
+    }
+
+    /// Stops ingest and consumer and waits until they have let go of the broker, but
+    /// leaves the queues: for a broker that goes away with the test anyway (deleting a
+    /// quorum queue that lost a member waits on the lost member).
+    pub async fn stop_leaving_queues(mut self) {
         self.stop_consumer().await;
         self.token.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        delete_queues(&self.topology).await;
     }
 }
 
@@ -421,10 +435,10 @@ impl Drop for TestApp {
     }
 }
 
-/// Deletes the queues of `topology`.
-pub async fn delete_queues(topology: &Topology) {
+/// Deletes the queues of `topology` on the broker at `url`.
+pub async fn delete_queues_at(url: &str, topology: &Topology) {
     let Ok(connection) =
-        hoox_common::amqp::connect(&SecretString::from(amqp_url()), "hoox-test-cleanup").await
+        hoox_common::amqp::connect(&SecretString::from(url.to_owned()), "hoox-test-cleanup").await
     else {
         return;
     };
