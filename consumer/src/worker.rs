@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::exchange::router::{ExchangeRouter, RouteSource};
-use crate::exchange::{ErrorClass, ExchangeError, OrderAck, OrderRequest};
+use crate::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
 use crate::store::{self, Attempt, Claim, ExecutionState, Fill, Lease};
 
 /// A message as it came off the queue.
@@ -359,41 +359,10 @@ impl Worker {
             }
         }
 
-        // A signal tried before may have traded unseen; an exchange that does not
-        // say "duplicate" plainly then refuses it as something fatal-looking, so the
-        // order is looked up before such a refusal is believed.
-        let tried_before = attempt > 1 || resumed || incoming.redelivered;
-        let placed = match provider.place_order(&order).await {
-            Ok(ack) => Ok((ack, false)),
-            Err(err)
-                if matches!(err.class, ErrorClass::Duplicate | ErrorClass::Ambiguous)
-                    || (tried_before && err.class == ErrorClass::Fatal) =>
-            {
-                logs.push(log(
-                    Severity::Warn,
-                    id,
-                    format!(
-                        "order answer was {} ({err}); looking it up by client order id",
-                        err.class.as_str()
-                    ),
-                    error_context(&err),
-                ));
-                match provider.order_by_client_id(&order).await {
-                    Ok(Some(ack)) => Ok((ack, true)),
-                    Ok(None) if err.class == ErrorClass::Fatal => Err(err),
-                    Ok(None) => Err(ExchangeError {
-                        class: ErrorClass::Retryable,
-                        code: err.code,
-                        message: format!("{}; no order with this client id was found", err.message),
-                    }),
-                    Err(lookup) => Err(ExchangeError {
-                        class: ErrorClass::Retryable,
-                        ..lookup
-                    }),
-                }
-            }
-            Err(err) => Err(err),
-        };
+        let tried_before = attempt > 1 || resumed;
+        let placed = self
+            .place_once(provider.as_ref(), &order, tried_before, &mut logs)
+            .await;
         match placed {
             Ok((ack, recovered)) => {
                 logs.push(log(
@@ -422,6 +391,67 @@ impl Worker {
                 }
             }
             Err(err) => self.failed(message, exchange.as_str(), err, logs),
+        }
+    }
+
+    /// Places `order`, or finds it: an attempt that may have placed it before (a retry,
+    /// or an attempt resumed after its consumer died) looks it up by client order id
+    /// first and places it only when the exchange has no such order. Returns the
+    /// exchange's account of the order and whether it was found rather than placed.
+    async fn place_once(
+        &self,
+        provider: &dyn Exchange,
+        order: &OrderRequest,
+        tried_before: bool,
+        logs: &mut Vec<LogEntry>,
+    ) -> Result<(OrderAck, bool), ExchangeError> {
+        let id = Some(order.request_id);
+        if tried_before {
+            match provider.order_by_client_id(order).await {
+                Ok(Some(ack)) => return Ok((ack, true)),
+                Ok(None) => {}
+                // Placing without knowing could trade twice: wait for the lookup.
+                Err(err) => {
+                    return Err(ExchangeError {
+                        class: ErrorClass::Retryable,
+                        ..err
+                    })
+                }
+            }
+        }
+        let err = match provider.place_order(order).await {
+            Ok(ack) => return Ok((ack, false)),
+            Err(err) => err,
+        };
+        // An exchange that does not say "duplicate" plainly refuses a second order as
+        // something fatal-looking, so after an earlier attempt the order is looked up
+        // before such a refusal is believed.
+        let look_up = matches!(err.class, ErrorClass::Duplicate | ErrorClass::Ambiguous)
+            || (tried_before && err.class == ErrorClass::Fatal);
+        if !look_up {
+            return Err(err);
+        }
+        logs.push(log(
+            Severity::Warn,
+            id,
+            format!(
+                "order answer was {} ({err}); looking it up by client order id",
+                err.class.as_str()
+            ),
+            error_context(&err),
+        ));
+        match provider.order_by_client_id(order).await {
+            Ok(Some(ack)) => Ok((ack, true)),
+            Ok(None) if err.class == ErrorClass::Fatal => Err(err),
+            Ok(None) => Err(ExchangeError {
+                class: ErrorClass::Retryable,
+                code: err.code,
+                message: format!("{}; no order with this client id was found", err.message),
+            }),
+            Err(lookup) => Err(ExchangeError {
+                class: ErrorClass::Retryable,
+                ..lookup
+            }),
         }
     }
 

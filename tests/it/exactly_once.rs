@@ -2,15 +2,20 @@
 //! published twice, copies in one batch, copies racing on two consumers, and a dead
 //! letter copied back by hand. One bad signal never takes its batch down with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use hoox::commands::dlq;
+use hoox_common::runtime_config::RuntimeConfig;
+use hoox_consumer::exchange::router::ExchangeRouter;
 use hoox_consumer::exchange::Exchange;
+use hoox_consumer::worker::{Incoming, Worker, WorkerSettings};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::exchanges::provider;
@@ -277,4 +282,57 @@ async fn a_dead_letter_whose_signal_already_filled_is_never_replayed(pool: PgPoo
     assert_eq!(ledger.accepted().len(), 1);
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_again(
+    pool: PgPool,
+) {
+    let ledger = Arc::new(Ledger::default());
+    let config = RuntimeConfig::fixed(HashMap::new());
+    let router = ExchangeRouter::new(vec![ledger.clone() as Arc<dyn Exchange>], config.clone());
+    let key = SecretString::from(INTERNAL_KEY.to_owned());
+    let worker = Worker::new(
+        pool.clone(),
+        config,
+        Arc::new(router),
+        WorkerSettings {
+            internal_key: key.clone(),
+            signal_max_age: Duration::from_secs(600),
+            retry: Options::default().retry,
+        },
+    );
+    let message = message_for("BTCUSDT", Utc::now());
+    let (body, signature) = message.encode(&key);
+    let delivery = Incoming {
+        body,
+        signature: Some(signature),
+        redelivered: false,
+    };
+    let token = CancellationToken::new();
+
+    // The order is placed, then the consumer dies before its batch commits: the
+    // claim's connection closes with it, and the attempt stays `running`.
+    let interrupted = worker.process(&[delivery.clone()], &token).await.unwrap();
+    assert!(interrupted.processed[0].fill.is_some());
+    drop(interrupted);
+    assert_eq!(ledger.accepted().len(), 1);
+
+    // The broker redelivers it (possibly with the flag unset, as after a copy).
+    let resumed = worker.process(&[delivery], &token).await.unwrap();
+    let fill = resumed.processed[0]
+        .fill
+        .clone()
+        .expect("found and recorded");
+    assert_eq!(
+        fill.exchange_order_id.as_deref(),
+        Some(format!("ledger-{}", message.request_id.simple()).as_str())
+    );
+    worker.commit(resumed, &token).await.unwrap();
+    assert_eq!(
+        ledger.accepted().len(),
+        1,
+        "the order was looked up, not placed again"
+    );
+    assert_eq!(fills(&pool).await, 1);
 }

@@ -342,10 +342,11 @@ async fn an_order_taken_but_unanswered_is_found_not_placed_again(pool: PgPool) {
 async fn a_retry_after_an_unanswered_order_is_refused_by_the_exchange_and_found(pool: PgPool) {
     for kind in ALL {
         let mock = MockExchange::start(kind).await;
-        // The order is taken unanswered, and the lookup after it fails: the signal is
-        // retried, and its second order meets the exchange's duplicate check.
+        // The order is taken unanswered, and lookups lag behind it: the signal is
+        // retried, its lookup finds nothing again, and its second order meets the
+        // exchange's duplicate check.
         mock.fail_next(&[Fault::TakeAndHang]);
-        mock.fail_next_lookups(1);
+        mock.lag_lookups();
         let app = app_for(&pool, vec![provider(kind, &mock, Duration::from_secs(1))]).await;
 
         let id = accepted(&app, &order_signal(kind, "LONG")).await;
@@ -484,6 +485,30 @@ async fn wrong_secret_and_too_small_orders_are_fatal_and_say_why(pool: PgPool) {
     assert!(mock.orders().is_empty());
     assert_eq!(mock.refused(), vec!["bad signature".to_owned()]);
     app.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_retry_after_an_unanswered_order_looks_it_up_before_placing_it_again(pool: PgPool) {
+    for kind in ALL {
+        let mock = MockExchange::start(kind).await;
+        // The order is taken unanswered and the lookup after it fails: the retry finds
+        // the order by its client id and never sends it again.
+        mock.fail_next(&[Fault::TakeAndHang]);
+        mock.fail_next_lookups(1);
+        let app = app_for(&pool, vec![provider(kind, &mock, Duration::from_secs(1))]).await;
+        let id = accepted(&app, &order_signal(kind, "LONG")).await;
+        assert_eq!(app.wait_for_fill(&id).await, 1);
+        assert_eq!(mock.orders().len(), 1, "{kind:?}: one order");
+        let (_, order_id, ..) = fill_of(&pool, &id).await;
+        assert_eq!(order_id.as_deref(), Some(mock.orders()[0].id.as_str()));
+        let duplicates_refused = count(
+            &pool,
+            "SELECT count(*) FROM system_logs WHERE context->>'class' = 'duplicate'",
+        )
+        .await;
+        assert_eq!(duplicates_refused, 0, "{kind:?}: never sent twice");
+        app.stop().await;
+    }
 }
 
 #[sqlx::test(migrations = "./migrations")]

@@ -115,6 +115,8 @@ struct Book {
     leverage: Vec<(String, u32)>,
     faults: VecDeque<Fault>,
     lookups_down: usize,
+    lagging: bool,
+    hidden: std::collections::HashSet<String>,
     refused: Vec<String>,
 }
 
@@ -183,6 +185,13 @@ impl MockExchange {
     /// Makes the next `n` order lookups answer 503.
     pub fn fail_next_lookups(&self, n: usize) {
         self.book().lookups_down += n;
+    }
+
+    /// Makes lookups lag: an order taken from now on is not found by client order id
+    /// until a second order with the same id arrives (which the exchange refuses as a
+    /// duplicate), as an exchange's read side can trail its matching engine.
+    pub fn lag_lookups(&self) {
+        self.book().lagging = true;
     }
 
     /// The orders taken.
@@ -420,7 +429,13 @@ fn take_fault(inner: &Inner, rate_limited: Response, rejected: Response) -> Take
 /// Records `order`, then does what `after` says; `Some` is the answer to give instead
 /// of the exchange's own.
 async fn record(inner: &Inner, order: Order, after: After) -> Option<Response> {
-    inner.book().orders.push(order);
+    {
+        let mut book = inner.book();
+        if book.lagging {
+            book.hidden.insert(order.client_id.clone());
+        }
+        book.orders.push(order);
+    }
     match after {
         After::Answer => None,
         After::Delay(delay) => {
@@ -430,6 +445,19 @@ async fn record(inner: &Inner, order: Order, after: After) -> Option<Response> {
         After::Instead(response) => Some(response),
         After::Hang => std::future::pending().await,
     }
+}
+
+/// The order with `client_id` as a lookup sees it (lagging lookups miss it).
+fn visible(inner: &Inner, client_id: &str) -> Option<Order> {
+    let hidden = inner.book().hidden.contains(client_id);
+    existing(inner, client_id).filter(|_| !hidden)
+}
+
+/// A second order with `client_id` arrived: the exchange knows it, and so do lookups.
+fn resent(inner: &Inner, client_id: &str) -> Option<Order> {
+    let order = existing(inner, client_id)?;
+    inner.book().hidden.remove(client_id);
+    Some(order)
 }
 
 fn existing(inner: &Inner, client_id: &str) -> Option<Order> {
@@ -573,7 +601,7 @@ mod bybit {
                         }
                         let link = param(&query, "orderLinkId").unwrap_or_default();
                         let list: Vec<Value> =
-                            existing(inner, link).iter().map(order_item).collect();
+                            visible(inner, link).iter().map(order_item).collect();
                         envelope(
                             inner,
                             0,
@@ -640,7 +668,7 @@ mod bybit {
             Taken::Answer(answer) => return answer,
             Taken::Then(after) => after,
         };
-        if existing(inner, &link).is_some() {
+        if resent(inner, &link).is_some() {
             return error(inner, 110072, "OrderLinkedID is duplicate");
         }
         let order = Order {
@@ -943,7 +971,7 @@ mod binance_style {
                 return down;
             }
             let client_id = param(&params, "origClientOrderId").unwrap_or_default();
-            return match existing(inner, client_id) {
+            return match visible(inner, client_id) {
                 Some(order) => Json(order_json(inner.kind, &order)).into_response(),
                 None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
             };
@@ -1085,7 +1113,7 @@ mod binance_style {
             Taken::Answer(answer) => return answer,
             Taken::Then(after) => after,
         };
-        if existing(inner, &client_id).is_some() {
+        if resent(inner, &client_id).is_some() {
             return error(
                 StatusCode::BAD_REQUEST,
                 dialect.duplicate.0,
@@ -1259,7 +1287,7 @@ mod mexc_futures {
                     return down;
                 }
                 let client_id = rest.rsplit('/').next().unwrap_or_default();
-                return match existing(inner, client_id) {
+                return match visible(inner, client_id) {
                     Some(order) => ok(order_json(&order)),
                     None => error(2040, "order not exist"),
                 };
@@ -1310,7 +1338,7 @@ mod mexc_futures {
             Taken::Then(after) => after,
         };
         // The batch docs: an existing external id gives back the existing order.
-        if let Some(order) = existing(inner, &client_id).filter(|_| !client_id.is_empty()) {
+        if let Some(order) = resent(inner, &client_id).filter(|_| !client_id.is_empty()) {
             return ok(json!({"orderId": order.id, "ts": inner.now()}));
         }
         let order = Order {
