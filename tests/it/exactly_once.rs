@@ -313,7 +313,10 @@ async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_
 
     // The order is placed, then the consumer dies before its batch commits: the
     // claim's connection closes with it, and the attempt stays `running`.
-    let interrupted = worker.process(&[delivery.clone()], &token).await.unwrap();
+    let interrupted = worker
+        .process(std::slice::from_ref(&delivery), &token)
+        .await
+        .unwrap();
     assert!(interrupted.processed[0].fill.is_some());
     drop(interrupted);
     assert_eq!(ledger.accepted().len(), 1);
