@@ -2,9 +2,10 @@
 //! or dead letter, queried by `hoox trace`.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
+
+use crate::event::Event;
 
 /// Which part of hoox wrote a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ impl Severity {
     }
 }
 
-/// One `system_logs` row.
+/// One `system_logs` row: an event, who recorded it, when, and for which signal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
     /// When the event happened.
@@ -62,30 +63,18 @@ pub struct LogEntry {
     pub request_id: Option<Uuid>,
     /// Who wrote it.
     pub worker: Worker,
-    /// How much it matters.
-    pub severity: Severity,
-    /// What happened, for people.
-    pub message: String,
-    /// Structured detail (never secrets).
-    pub context: Value,
+    /// What happened; kind, severity, message and context are derived from it.
+    pub event: Event,
 }
 
 impl LogEntry {
-    /// An entry stamped now.
-    pub fn now(
-        worker: Worker,
-        severity: Severity,
-        request_id: Option<Uuid>,
-        message: impl Into<String>,
-        context: Value,
-    ) -> Self {
+    /// An entry for `event`, stamped now.
+    pub fn now(worker: Worker, request_id: Option<Uuid>, event: Event) -> Self {
         Self {
             created_at: Utc::now(),
             request_id,
             worker,
-            severity,
-            message: message.into(),
-            context,
+            event,
         }
     }
 }
@@ -101,18 +90,23 @@ pub async fn insert_logs<'e>(
     let created: Vec<_> = entries.iter().map(|e| e.created_at).collect();
     let request_ids: Vec<_> = entries.iter().map(|e| e.request_id).collect();
     let workers: Vec<_> = entries.iter().map(|e| e.worker.as_str()).collect();
-    let severities: Vec<_> = entries.iter().map(|e| e.severity.as_str()).collect();
-    let messages: Vec<_> = entries.iter().map(|e| e.message.as_str()).collect();
-    let contexts: Vec<_> = entries.iter().map(|e| e.context.clone()).collect();
+    let kinds: Vec<_> = entries.iter().map(|e| e.event.kind()).collect();
+    let severities: Vec<_> = entries
+        .iter()
+        .map(|e| e.event.severity().as_str())
+        .collect();
+    let messages: Vec<_> = entries.iter().map(|e| e.event.message()).collect();
+    let contexts: Vec<_> = entries.iter().map(|e| e.event.context()).collect();
     sqlx::query(
         r#"
-        INSERT INTO system_logs (created_at, request_id, worker, severity, message, context)
-        SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+        INSERT INTO system_logs (created_at, request_id, worker, kind, severity, message, context)
+        SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
         "#,
     )
     .bind(created)
     .bind(request_ids)
     .bind(workers)
+    .bind(kinds)
     .bind(severities)
     .bind(messages)
     .bind(contexts)

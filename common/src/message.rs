@@ -26,7 +26,8 @@ pub const HEADER_ERROR: &str = "x-hoox-error";
 pub const HEADER_ATTEMPTS: &str = "x-hoox-attempts";
 
 /// Why a message went to the dead-letter queue: the stable codes of header `x-hoox-reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeadReason {
     /// Retryable failures until the attempts ran out.
     Exhausted,

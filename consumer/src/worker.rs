@@ -13,12 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
-use hoox_common::logs::{LogEntry, Severity, Worker as LogWorker};
+use hoox_common::event::Event;
+use hoox_common::logs::{LogEntry, Worker as LogWorker};
 use hoox_common::message::{AttemptRecord, DeadReason, DecodeError, QueueMessage};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
 use hoox_common::runtime_config::RuntimeConfig;
+use hoox_common::signal::ExchangeName;
 use secrecy::SecretString;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -123,13 +124,15 @@ pub struct Worker {
     settings: Arc<WorkerSettings>,
 }
 
-fn log(
-    severity: Severity,
-    request_id: Option<Uuid>,
-    message: String,
-    context: serde_json::Value,
-) -> LogEntry {
-    LogEntry::now(LogWorker::Consumer, severity, request_id, message, context)
+fn log(request_id: Option<Uuid>, event: Event) -> LogEntry {
+    LogEntry::now(LogWorker::Consumer, request_id, event)
+}
+
+/// The batch a delivery came in.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    id: Uuid,
+    size: usize,
 }
 
 impl Worker {
@@ -155,8 +158,10 @@ impl Worker {
         batch: &[Incoming],
         token: &CancellationToken,
     ) -> Result<Executed, Interrupted> {
-        let batch_id = Uuid::new_v4();
-        let batch_context = &json!({"id": batch_id, "size": batch.len()});
+        let batch_info = Batch {
+            id: Uuid::new_v4(),
+            size: batch.len(),
+        };
         let decoded: Vec<_> = batch
             .iter()
             .map(|m| {
@@ -171,9 +176,9 @@ impl Worker {
         let mut seen = HashSet::new();
         for (index, (incoming, decoded)) in batch.iter().zip(&decoded).enumerate() {
             match decoded {
-                Err(err) => results[index] = Some(undecodable(incoming, err, batch_context)),
+                Err(err) => results[index] = Some(undecodable(incoming, err)),
                 Ok(message) if !seen.insert(message.request_id) => {
-                    results[index] = Some(copy(message, None, batch_context));
+                    results[index] = Some(copy(message, None));
                 }
                 Ok(message) => claimed.push((index, message)),
             }
@@ -196,11 +201,11 @@ impl Worker {
             let resumed = match claim {
                 Claim::Run { resumed } => *resumed,
                 Claim::Busy => {
-                    results[index] = Some(self.deferred(message, batch_context));
+                    results[index] = Some(self.deferred(message));
                     continue;
                 }
                 Claim::Copy { state } => {
-                    results[index] = Some(copy(message, Some(*state), batch_context));
+                    results[index] = Some(copy(message, Some(*state)));
                     continue;
                 }
             };
@@ -217,7 +222,7 @@ impl Worker {
                 // A panic in one signal's execution (a bug, an exchange answer nobody
                 // foresaw) dead-letters that signal alone, not its batch or the consumer.
                 let executed =
-                    AssertUnwindSafe(self.execute(message, &batch[index], resumed, batch_context))
+                    AssertUnwindSafe(self.execute(message, &batch[index], resumed, batch_info))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
@@ -292,16 +297,20 @@ impl Worker {
         message: &QueueMessage,
         incoming: &Incoming,
         resumed: bool,
-        batch: &serde_json::Value,
+        batch: Batch,
     ) -> Processed {
         let id = Some(message.request_id);
         let signal = &message.signal;
         let attempt = message.attempt();
         let mut logs = vec![log(
-            Severity::Info,
             id,
-            format!("dequeued: attempt {attempt}"),
-            json!({"batch": batch, "redelivered": incoming.redelivered, "resumed": resumed}),
+            Event::Dequeued {
+                attempt,
+                redelivered: incoming.redelivered,
+                resumed,
+                batch: batch.id,
+                batch_size: batch.size,
+            },
         )];
 
         let age = Utc::now().signed_duration_since(message.age_origin());
@@ -321,24 +330,19 @@ impl Worker {
 
         let (exchange, source) = match self.router.route(signal) {
             Ok(route) => route,
-            Err(err) => return self.failed(message, "none", err, logs),
+            Err(err) => return self.failed(message, None, err, logs),
         };
         let provider = match self.router.provider(exchange, signal.test) {
             Ok(provider) => provider,
-            Err(err) => return self.failed(message, exchange.as_str(), err, logs),
-        };
-        let source = match source {
-            RouteSource::Signal => "the signal",
-            RouteSource::Config => "config",
+            Err(err) => return self.failed(message, Some(exchange), err, logs),
         };
         logs.push(log(
-            Severity::Info,
             id,
-            format!(
-                "routed to {exchange}{} by {source}",
-                if signal.test { " testnet" } else { "" }
-            ),
-            json!({"exchange": exchange, "testnet": signal.test}),
+            Event::Routed {
+                exchange,
+                testnet: signal.test,
+                by_config: source == RouteSource::Config,
+            },
         ));
 
         let order = OrderRequest::from_message(message);
@@ -349,13 +353,14 @@ impl Worker {
                 .await
             {
                 Ok(true) => logs.push(log(
-                    Severity::Info,
                     id,
-                    format!("leverage set to {}x", leverage.get()),
-                    json!({}),
+                    Event::LeverageSet {
+                        exchange,
+                        leverage: leverage.get(),
+                    },
                 )),
                 Ok(false) => {}
-                Err(err) => return self.failed(message, exchange.as_str(), err, logs),
+                Err(err) => return self.failed(message, Some(exchange), err, logs),
             }
         }
 
@@ -365,23 +370,42 @@ impl Worker {
             .await;
         match placed {
             Ok((ack, recovered)) => {
+                let (exchange_order_id, client_order_id, status, fill_price) = (
+                    ack.exchange_order_id.clone(),
+                    order.client_order_id.as_str().to_owned(),
+                    ack.status.clone(),
+                    ack.fill_price,
+                );
                 logs.push(log(
-                    Severity::Info,
                     id,
-                    format!(
-                        "order {} on {exchange}: id {}, status {}{}",
-                        if recovered { "found" } else { "placed" },
-                        ack.exchange_order_id,
-                        ack.status,
-                        ack.fill_price.map(|p| format!(", price {p}")).unwrap_or_default(),
-                    ),
-                    json!({"exchangeOrderId": ack.exchange_order_id, "clientOrderId": order.client_order_id.as_str(), "recovered": recovered}),
+                    if recovered {
+                        Event::OrderFound {
+                            exchange,
+                            exchange_order_id,
+                            client_order_id,
+                            status,
+                            fill_price,
+                        }
+                    } else {
+                        Event::OrderPlaced {
+                            exchange,
+                            exchange_order_id,
+                            client_order_id,
+                            status,
+                            fill_price,
+                        }
+                    },
                 ));
+                let to_order = ack.placed_at.signed_duration_since(message.received_at);
                 logs.push(log(
-                    Severity::Info,
                     id,
-                    "fill recorded".to_owned(),
-                    json!({}),
+                    Event::Filled {
+                        exchange,
+                        side: order.side,
+                        fill_quantity: ack.fill_quantity,
+                        fill_price: ack.fill_price,
+                        signal_to_order_seconds: to_order.as_seconds_f64().max(0.0),
+                    },
                 ));
                 Processed {
                     fill: Some(fill_row(message, &order, exchange.as_str(), ack)),
@@ -390,7 +414,7 @@ impl Worker {
                     outcome: Some((message.request_id, ExecutionState::Filled)),
                 }
             }
-            Err(err) => self.failed(message, exchange.as_str(), err, logs),
+            Err(err) => self.failed(message, Some(exchange), err, logs),
         }
     }
 
@@ -432,13 +456,13 @@ impl Worker {
             return Err(err);
         }
         logs.push(log(
-            Severity::Warn,
             id,
-            format!(
-                "order answer was {} ({err}); looking it up by client order id",
-                err.class.as_str()
-            ),
-            error_context(&err),
+            Event::OrderLookup {
+                exchange: provider.name(),
+                class: err.class.as_str().to_owned(),
+                code: err.code.clone(),
+                error: err.message.clone(),
+            },
         ));
         match provider.order_by_client_id(order).await {
             Ok(Some(ack)) => Ok((ack, true)),
@@ -459,7 +483,7 @@ impl Worker {
     fn failed(
         &self,
         message: &QueueMessage,
-        exchange: &str,
+        exchange: Option<ExchangeName>,
         err: ExchangeError,
         mut logs: Vec<LogEntry>,
     ) -> Processed {
@@ -467,10 +491,20 @@ impl Worker {
         let attempt = message.attempt();
         let record = AttemptRecord {
             at: Utc::now(),
-            exchange: exchange.to_owned(),
+            exchange: exchange.map_or("none", ExchangeName::as_str).to_owned(),
             code: err.code.clone(),
             message: format!("{}: {}", err.class.as_str(), err.message),
         };
+        logs.push(log(
+            id,
+            Event::AttemptFailed {
+                exchange,
+                attempt,
+                class: err.class.as_str().to_owned(),
+                code: err.code.clone(),
+                error: err.message.clone(),
+            },
+        ));
         if err.class == ErrorClass::Fatal {
             return self.dead_letter(
                 message,
@@ -483,14 +517,12 @@ impl Worker {
         match self.settings.retry.delay_after(attempt) {
             Some(delay) => {
                 logs.push(log(
-                    Severity::Warn,
                     id,
-                    format!(
-                        "attempt {attempt} failed ({}): {err}; retrying in {}",
-                        err.class.as_str(),
-                        human(delay)
-                    ),
-                    error_context(&err),
+                    Event::RetryScheduled {
+                        exchange,
+                        next_attempt: attempt.saturating_add(1),
+                        delay_ms: millis(delay),
+                    },
                 ));
                 let next = message.after_attempt(record);
                 Processed {
@@ -524,10 +556,12 @@ impl Worker {
         };
         let outgoing = self.outgoing(&dead);
         logs.push(log(
-            Severity::Error,
             Some(message.request_id),
-            format!("dead-lettered ({}): {error}", reason.as_str()),
-            json!({"reason": reason.as_str(), "attempts": outgoing.attempts}),
+            Event::DeadLettered {
+                reason,
+                error: error.clone(),
+                attempts: outgoing.attempts,
+            },
         ));
         Processed {
             fill: None,
@@ -566,18 +600,16 @@ impl Worker {
     /// A delivery whose request id another consumer is executing right now: it waits
     /// out the first delay tier and is looked at again, unchanged. Acknowledging it
     /// would lose the signal if that other consumer died before finishing.
-    fn deferred(&self, message: &QueueMessage, batch: &serde_json::Value) -> Processed {
+    fn deferred(&self, message: &QueueMessage) -> Processed {
         let delay = self.settings.retry.defer_delay();
         Processed {
             fill: None,
             logs: vec![log(
-                Severity::Warn,
                 Some(message.request_id),
-                format!(
-                    "delivered while another consumer executes it; looked at again in {}",
-                    human(delay)
-                ),
-                json!({"batch": batch, "attempt": message.attempt()}),
+                Event::Deferred {
+                    attempt: message.attempt(),
+                    delay_ms: millis(delay),
+                },
             )],
             disposition: Disposition::Retry {
                 delay,
@@ -598,11 +630,11 @@ impl Worker {
     }
 }
 
-fn error_context(err: &ExchangeError) -> serde_json::Value {
-    json!({"class": err.class.as_str(), "code": err.code, "message": err.message})
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn undecodable(incoming: &Incoming, err: &DecodeError, batch: &serde_json::Value) -> Processed {
+fn undecodable(incoming: &Incoming, err: &DecodeError) -> Processed {
     let reason = match err {
         DecodeError::Unverified => DeadReason::Unverified,
         DecodeError::Invalid(_) => DeadReason::Invalid,
@@ -611,10 +643,12 @@ fn undecodable(incoming: &Incoming, err: &DecodeError, batch: &serde_json::Value
         fill: None,
         // Not attributed to a request id: an unverified message could claim any.
         logs: vec![log(
-            Severity::Error,
             None,
-            format!("message dead-lettered ({}): {err}", reason.as_str()),
-            json!({"batch": batch, "reason": reason.as_str()}),
+            Event::DeadLettered {
+                reason,
+                error: err.to_string(),
+                attempts: 0,
+            },
         )],
         disposition: Disposition::DeadLetter {
             reason,
@@ -632,33 +666,16 @@ fn undecodable(incoming: &Incoming, err: &DecodeError, batch: &serde_json::Value
 
 /// A delivery of an attempt that already ran (or runs in this batch): acknowledged
 /// without trading, with an audit row, because executing it would trade twice.
-fn copy(
-    message: &QueueMessage,
-    state: Option<ExecutionState>,
-    batch: &serde_json::Value,
-) -> Processed {
-    let what = match state {
-        None => "delivered twice in one batch",
-        Some(ExecutionState::Filled) => "delivered again after its fill was recorded",
-        Some(ExecutionState::Dead) => {
-            "delivered again after it was dead-lettered (only `hoox dlq replay` runs it again)"
-        }
-        Some(ExecutionState::Retrying | ExecutionState::Running) => {
-            "delivered again after this attempt ran"
-        }
-    };
+fn copy(message: &QueueMessage, state: Option<ExecutionState>) -> Processed {
     Processed {
         fill: None,
         logs: vec![log(
-            Severity::Warn,
             Some(message.request_id),
-            format!("{what}; acknowledged without trading"),
-            json!({
-                "batch": batch,
-                "attempt": message.attempt(),
-                "replays": message.replays,
-                "state": state.map(ExecutionState::as_str),
-            }),
+            Event::CopyRefused {
+                attempt: message.attempt(),
+                replays: message.replays,
+                state: state.map(|s| s.as_str().to_owned()),
+            },
         )],
         disposition: Disposition::Ack,
         outcome: None,
@@ -690,14 +707,5 @@ fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: O
         raw_response: ack.raw,
         received_at: message.received_at,
         executed_at: ack.placed_at,
-    }
-}
-
-/// `30s`, `1.5s`, `250ms`.
-fn human(delay: Duration) -> String {
-    if delay.as_millis() < 1000 {
-        format!("{}ms", delay.as_millis())
-    } else {
-        format!("{}s", delay.as_secs_f64())
     }
 }

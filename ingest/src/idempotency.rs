@@ -32,6 +32,11 @@ pub enum Claim {
     Unconfirmed(Uuid),
 }
 
+/// Whether a stored key is the producer's own (else a fingerprint).
+pub fn is_explicit(key: &str) -> bool {
+    key.starts_with("key:")
+}
+
 /// The stored key for a request: the explicit key, else the signal's fingerprint.
 pub fn key_for(explicit: Option<&IdempotencyKey>, signal: &Signal) -> String {
     match explicit {

@@ -4,9 +4,11 @@
 
 use anyhow::{bail, Context};
 use hoox_common::config::DatabaseArgs;
-use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
-use hoox_common::runtime_config::{normalise_key, validate, KNOWN_KEYS, WEBHOOK_API_KEY};
-use serde_json::json;
+use hoox_common::event::Event;
+use hoox_common::logs::{insert_logs, LogEntry, Worker};
+use hoox_common::runtime_config::{
+    is_on, normalise_key, validate, KILL_SWITCH, KNOWN_KEYS, WEBHOOK_API_KEY,
+};
 use sqlx::PgPool;
 
 use crate::terminal::escape;
@@ -85,14 +87,12 @@ pub async fn get(pool: &PgPool, key: &str) -> Result<Option<String>, sqlx::Error
         .await
 }
 
-/// Writes `value` under `key` (or removes `key` when `None`) and records `message` in
-/// `system_logs`, in one transaction; gives the previous value.
+/// Writes `value` under `key` (or removes `key` when `None`) and records the change as
+/// an event in `system_logs`, in one transaction; gives the previous value.
 pub async fn write(
     pool: &PgPool,
     key: &str,
     value: Option<&str>,
-    severity: Severity,
-    message: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let previous: Option<String> =
@@ -120,17 +120,18 @@ pub async fn write(
                 .await?;
         }
     }
-    let entry = LogEntry::now(
-        Worker::Cli,
-        severity,
-        None,
-        message,
-        json!({
-            "key": key,
-            "value": value.map(|v| audited(key, v)),
-            "previous": previous.as_deref().map(|v| audited(key, v)),
-        }),
-    );
+    let event = if key == KILL_SWITCH {
+        Event::KillSwitchChanged {
+            on: value.is_some_and(is_on),
+        }
+    } else {
+        Event::ConfigChanged {
+            key: key.to_owned(),
+            value: value.map(|v| audited(key, v)),
+            previous: previous.as_deref().map(|v| audited(key, v)),
+        }
+    };
+    let entry = LogEntry::now(Worker::Cli, None, event);
     insert_logs(&mut *tx, &[entry]).await?;
     tx.commit().await?;
     Ok(previous)
@@ -179,19 +180,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
         },
         ConfigCommand::Set { key: raw, value } => {
             let setting = validate(&raw, &value).map_err(anyhow::Error::msg)?;
-            let message = format!(
-                "config set: {} = {}",
-                setting.key,
-                audited(&setting.key, &setting.value)
-            );
-            write(
-                &pool,
-                &setting.key,
-                Some(&setting.value),
-                Severity::Warn,
-                &message,
-            )
-            .await?;
+            write(&pool, &setting.key, Some(&setting.value)).await?;
             println!(
                 "{} = {}",
                 escape(&setting.key),
@@ -202,8 +191,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
             if get(&pool, &key).await?.is_none() {
                 bail!("{key} is not set");
             }
-            let message = format!("config deleted: {key}");
-            write(&pool, &key, None, Severity::Warn, &message).await?;
+            write(&pool, &key, None).await?;
             println!("{} deleted; its default applies", escape(&key));
         }
     }

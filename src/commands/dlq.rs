@@ -12,7 +12,8 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, TimeZone, Utc};
 use hoox_common::amqp::{self, header_int, header_text, Topology};
 use hoox_common::config::{AmqpArgs, DatabaseArgs, InternalKeyArgs};
-use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::event::Event;
+use hoox_common::logs::{insert_logs, LogEntry, Worker};
 use hoox_common::message::{
     DeadReason, QueueMessage, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_REQUEST_ID,
     HEADER_SIGNATURE,
@@ -23,7 +24,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 use secrecy::SecretString;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -345,10 +346,11 @@ pub async fn replay(
         .map(|(message, reason)| {
             LogEntry::now(
                 Worker::Cli,
-                Severity::Warn,
                 Some(message.request_id),
-                format!("replayed from the dead-letter queue by an operator (was {reason}); attempts start again"),
-                json!({"reason": reason, "receivedAt": message.received_at}),
+                Event::Replayed {
+                    reason: reason.clone(),
+                    received_at: message.received_at,
+                },
             )
         })
         .collect();
@@ -391,10 +393,11 @@ pub async fn purge(
         .map(|l| {
             LogEntry::now(
                 Worker::Cli,
-                Severity::Warn,
                 l.request_id,
-                format!("dead letter purged by an operator (was {})", l.reason),
-                json!({"reason": l.reason, "error": l.error}),
+                Event::Purged {
+                    reason: l.reason.clone(),
+                    error: l.error.clone(),
+                },
             )
         })
         .collect();

@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use hoox_common::config::DatabaseArgs;
-use hoox_common::logs::Severity;
 use hoox_common::runtime_config::{is_on, KILL_SWITCH};
 use sqlx::PgPool;
 
@@ -38,13 +37,8 @@ pub async fn state(pool: &PgPool) -> Result<bool, sqlx::Error> {
 
 /// Sets the kill switch and records who did it in `system_logs`, in one transaction.
 pub async fn set(pool: &PgPool, on: bool) -> Result<(), sqlx::Error> {
-    let message = if on {
-        "kill switch turned ON: trading halted"
-    } else {
-        "kill switch turned OFF: trading resumed"
-    };
     let value = if on { "true" } else { "false" };
-    super::config::write(pool, KILL_SWITCH, Some(value), Severity::Warn, message)
+    super::config::write(pool, KILL_SWITCH, Some(value))
         .await
         .map(drop)
 }

@@ -35,6 +35,9 @@ pub struct TraceRow {
     pub created_at: DateTime<Utc>,
     /// `ingest`, `consumer` or `cli`.
     pub worker: String,
+    /// The event's kind (`accepted`, `order_placed`, …); `None` for rows written before
+    /// events existed.
+    pub kind: Option<String>,
     /// `debug` … `error`.
     pub severity: String,
     /// What happened.
@@ -79,7 +82,7 @@ pub struct Trace {
 pub async fn load(pool: &PgPool, request_id: Uuid) -> Result<Trace, sqlx::Error> {
     let events = sqlx::query_as(
         r#"
-        SELECT created_at, worker, severity, message, context
+        SELECT created_at, worker, kind, severity, message, context
         FROM system_logs WHERE request_id = $1 ORDER BY created_at, id
         "#,
     )

@@ -135,18 +135,33 @@ async fn set_get_list_delete_are_audited_and_a_new_webhook_key_is_stored_as_a_di
     .await;
 
     let audit: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT message, context FROM system_logs WHERE worker = 'cli' ORDER BY created_at, id",
+        "SELECT kind, context FROM system_logs WHERE worker = 'cli' ORDER BY created_at, id",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    let messages: Vec<&str> = audit.iter().map(|(m, _)| m.as_str()).collect();
+    let changes: Vec<(&str, &serde_json::Value, &serde_json::Value)> = audit
+        .iter()
+        .map(|(kind, c)| (kind.as_str(), &c["key"], &c["value"]))
+        .collect();
     assert_eq!(
-        messages,
+        changes,
         [
-            "config set: exchanges:default_routing = binance",
-            "config set: webhooks:api_key = [redacted]",
-            "config deleted: webhooks:api_key",
+            (
+                "config_changed",
+                &serde_json::json!("exchanges:default_routing"),
+                &serde_json::json!("binance")
+            ),
+            (
+                "config_changed",
+                &serde_json::json!("webhooks:api_key"),
+                &serde_json::json!("[redacted]")
+            ),
+            (
+                "config_changed",
+                &serde_json::json!("webhooks:api_key"),
+                &serde_json::Value::Null
+            ),
         ]
     );
     let everything = format!("{audit:?}");

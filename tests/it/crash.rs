@@ -58,7 +58,7 @@ async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: 
     // The orders placed before the kill were found again by client order id, not re-placed.
     let recovered = count(
         &pool,
-        "SELECT count(*) FROM system_logs WHERE message LIKE 'order found on paper%'",
+        "SELECT count(*) FROM system_logs WHERE kind = 'order_found' AND context->>'exchange' = 'paper'",
     )
     .await;
     assert!(recovered >= 1, "redelivered orders were looked up");

@@ -41,7 +41,7 @@ async fn fills(pool: &PgPool) -> i64 {
 /// Audit rows of deliveries acknowledged as copies of an attempt that already ran.
 async fn copies_refused(pool: &PgPool, id: Uuid) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM system_logs WHERE request_id = $1 AND context ? 'replays'",
+        "SELECT count(*) FROM system_logs WHERE request_id = $1 AND kind = 'copy_refused'",
     )
     .bind(id)
     .fetch_one(pool)
@@ -100,7 +100,7 @@ async fn copies_racing_on_two_consumers_trade_each_signal_once(pool: PgPool) {
     let ids: Vec<Uuid> = messages.iter().map(|m| m.request_id).collect();
     eventually("every copy refused", || async {
         let refused: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM system_logs WHERE request_id = ANY($1) AND context ? 'replays'",
+            "SELECT count(*) FROM system_logs WHERE request_id = ANY($1) AND kind = 'copy_refused'",
         )
         .bind(&ids)
         .fetch_one(&pool)

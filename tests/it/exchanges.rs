@@ -149,18 +149,22 @@ async fn fill_of(pool: &PgPool, id: &str) -> FillRow {
     .expect("one fill")
 }
 
-async fn log_text(pool: &PgPool, id: &str) -> String {
-    let rows: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT message, context FROM system_logs WHERE request_id = $1 ORDER BY created_at, id",
+/// The events of a signal's trail, in order: (kind, fields).
+async fn events(pool: &PgPool, id: &str) -> Vec<(String, Value)> {
+    sqlx::query_as(
+        "SELECT kind, context FROM system_logs WHERE request_id = $1 ORDER BY created_at, id",
     )
     .bind(Uuid::parse_str(id).unwrap())
     .fetch_all(pool)
     .await
-    .unwrap();
-    rows.iter()
-        .map(|(m, c)| format!("{m} {c}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    .unwrap()
+}
+
+/// Whether `events` hold one of `kind` whose fields include every pair of `fields`.
+fn has(events: &[(String, Value)], kind: &str, fields: &[(&str, Value)]) -> bool {
+    events
+        .iter()
+        .any(|(k, c)| k == kind && fields.iter().all(|(name, value)| &c[*name] == value))
 }
 
 /// The side and reduce-only flag of an order as the mock received it.
@@ -273,13 +277,23 @@ async fn a_rate_limited_order_is_retried_and_placed_once(pool: PgPool) {
             Kind::MexcSpot => "429",
             Kind::MexcFutures => "510",
         };
-        let logs = log_text(&pool, &id).await;
+        let trail = events(&pool, &id).await;
         assert!(
-            logs.contains("attempt 1 failed (retryable)")
-                && logs.contains(&format!("\"code\":\"{code}\"")),
-            "{kind:?}: {logs}"
+            has(
+                &trail,
+                "attempt_failed",
+                &[
+                    ("attempt", json!(1)),
+                    ("class", json!("retryable")),
+                    ("code", json!(code))
+                ]
+            ),
+            "{kind:?}: {trail:?}"
         );
-        assert!(logs.contains("dequeued: attempt 2"), "{kind:?}: {logs}");
+        assert!(
+            has(&trail, "dequeued", &[("attempt", json!(2))]),
+            "{kind:?}: {trail:?}"
+        );
         app.stop().await;
     }
 }
@@ -329,10 +343,11 @@ async fn an_order_taken_but_unanswered_is_found_not_placed_again(pool: PgPool) {
         assert_eq!(orders.len(), 1, "{kind:?}: traded twice");
         let (_, order_id, ..) = fill_of(&pool, &id).await;
         assert_eq!(order_id.as_deref(), Some(orders[0].id.as_str()), "{kind:?}");
-        let logs = log_text(&pool, &id).await;
+        let trail = events(&pool, &id).await;
         assert!(
-            logs.contains("order answer was ambiguous") && logs.contains("order found on"),
-            "{kind:?}: {logs}"
+            has(&trail, "order_lookup", &[("class", json!("ambiguous"))])
+                && has(&trail, "order_found", &[]),
+            "{kind:?}: {trail:?}"
         );
         app.stop().await;
     }
@@ -356,16 +371,22 @@ async fn a_retry_after_an_unanswered_order_is_refused_by_the_exchange_and_found(
         let (_, order_id, status, ..) = fill_of(&pool, &id).await;
         assert_eq!(order_id.as_deref(), Some(orders[0].id.as_str()), "{kind:?}");
         assert_eq!(status, "filled");
-        let logs = log_text(&pool, &id).await;
-        assert!(logs.contains("dequeued: attempt 2"), "{kind:?}: {logs}");
+        let trail = events(&pool, &id).await;
+        assert!(
+            has(&trail, "dequeued", &[("attempt", json!(2))]),
+            "{kind:?}: {trail:?}"
+        );
         let second_answer = match kind {
-            Kind::Bybit | Kind::Binance => "order answer was duplicate",
+            Kind::Bybit | Kind::Binance => ("order_lookup", ("class", json!("duplicate"))),
             // MEXC spot documents no duplicate code: the refusal is checked all the same.
-            Kind::MexcSpot => "order answer was fatal",
+            Kind::MexcSpot => ("order_lookup", ("class", json!("fatal"))),
             // MEXC futures answers a known externalOid with the existing order.
-            Kind::MexcFutures => "order placed on mexc",
+            Kind::MexcFutures => ("order_placed", ("exchange", json!("mexc"))),
         };
-        assert!(logs.contains(second_answer), "{kind:?}: {logs}");
+        assert!(
+            has(&trail, second_answer.0, &[second_answer.1]),
+            "{kind:?}: {trail:?}"
+        );
         app.stop().await;
     }
 }
@@ -503,7 +524,7 @@ async fn a_retry_after_an_unanswered_order_looks_it_up_before_placing_it_again(p
         assert_eq!(order_id.as_deref(), Some(mock.orders()[0].id.as_str()));
         let duplicates_refused = count(
             &pool,
-            "SELECT count(*) FROM system_logs WHERE context->>'class' = 'duplicate'",
+            "SELECT count(*) FROM system_logs WHERE kind = 'order_lookup' AND context->>'class' = 'duplicate'",
         )
         .await;
         assert_eq!(duplicates_refused, 0, "{kind:?}: never sent twice");

@@ -123,7 +123,7 @@ async fn fifty_signals_at_once_are_filled_exactly_once_in_batches_of_at_most_ten
         &pool,
         r#"SELECT max(n) FROM (
                SELECT count(*) AS n FROM system_logs
-               WHERE message LIKE 'dequeued:%' GROUP BY context->'batch'->>'id'
+               WHERE kind = 'dequeued' GROUP BY context->>'batch'
            ) batches"#,
     )
     .await;
@@ -133,7 +133,7 @@ async fn fifty_signals_at_once_are_filled_exactly_once_in_batches_of_at_most_ten
     );
     let declared = count(
         &pool,
-        "SELECT max((context->'batch'->>'size')::bigint) FROM system_logs",
+        "SELECT max((context->>'batchSize')::bigint) FROM system_logs WHERE kind = 'dequeued'",
     )
     .await;
     assert!(declared <= 10, "a batch of {declared}");
@@ -218,7 +218,7 @@ async fn forged_or_unsigned_messages_are_dead_lettered_and_never_executed(pool: 
         "only the genuine one traded"
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM system_logs WHERE message LIKE 'message dead-lettered (unverified)%'").await,
+        count(&pool, "SELECT count(*) FROM system_logs WHERE kind = 'dead_lettered' AND context->>'reason' = 'unverified' AND request_id IS NULL").await,
         2
     );
     let _ = connection.close(200, "done".into()).await;

@@ -129,7 +129,7 @@ fn policy(base_ms: u64, max_attempts: u32) -> RetryPolicy {
 
 async fn dequeue_times(pool: &PgPool, id: &str) -> Vec<DateTime<Utc>> {
     sqlx::query_scalar(
-        "SELECT created_at FROM system_logs WHERE request_id = $1::uuid AND message LIKE 'dequeued:%' ORDER BY created_at",
+        "SELECT created_at FROM system_logs WHERE request_id = $1::uuid AND kind = 'dequeued' ORDER BY created_at",
     )
     .bind(id)
     .fetch_all(pool)
@@ -160,7 +160,7 @@ async fn rate_limited_twice_then_filled_places_one_order_after_growing_waits(poo
     assert!(gaps[0] >= 50 && gaps[1] >= 100, "gaps {gaps:?}");
     let failures = count(
         &pool,
-        "SELECT count(*) FROM system_logs WHERE message LIKE 'attempt % failed (retryable): [10006]%'",
+        "SELECT count(*) FROM system_logs WHERE kind = 'attempt_failed' AND context->>'class' = 'retryable' AND context->>'code' = '10006'",
     )
     .await;
     assert_eq!(failures, 2, "the exchange's code is kept in the log rows");
@@ -195,7 +195,7 @@ async fn always_failing_signal_is_dead_lettered_after_the_last_attempt_with_its_
     assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, 0);
     let logged = count(
         &pool,
-        "SELECT count(*) FROM system_logs WHERE message LIKE 'dead-lettered (exhausted)%'",
+        "SELECT count(*) FROM system_logs WHERE kind = 'dead_lettered' AND context->>'reason' = 'exhausted'",
     )
     .await;
     assert_eq!(logged, 1, "the reason is in system_logs too");
@@ -240,7 +240,7 @@ async fn fatal_reject_is_dead_lettered_at_once_and_replay_after_the_fix_fills_it
     assert!(dead_letters(&app, &connection).await.is_empty());
     let replay_logged = count(
         &pool,
-        "SELECT count(*) FROM system_logs WHERE worker = 'cli' AND message LIKE 'replayed from the dead-letter queue%'",
+        "SELECT count(*) FROM system_logs WHERE worker = 'cli' AND kind = 'replayed'",
     )
     .await;
     assert_eq!(replay_logged, 1);
@@ -256,7 +256,7 @@ async fn a_consumer_restarted_while_a_retry_waits_in_its_delay_tier_still_retrie
     eventually("the first attempt to fail", || async {
         let failed = count(
             &pool,
-            "SELECT count(*) FROM system_logs WHERE message LIKE 'attempt 1 failed%'",
+            "SELECT count(*) FROM system_logs WHERE kind = 'attempt_failed' AND (context->>'attempt')::int = 1",
         )
         .await;
         (failed == 1).then_some(())
@@ -380,7 +380,7 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
     assert_eq!(
         count(
             &pool,
-            "SELECT count(*) FROM system_logs WHERE message LIKE 'dead letter purged%'"
+            "SELECT count(*) FROM system_logs WHERE kind = 'purged'"
         )
         .await,
         2
@@ -419,7 +419,11 @@ async fn kill_switch_cli_halts_a_running_ingest_within_a_second_and_is_audited(p
         (app.post(&fresh()).await.0 == 202).then_some(())
     })
     .await;
-    let audited = count(&pool, "SELECT count(*) FROM system_logs WHERE worker = 'cli' AND message LIKE 'kill switch turned%'").await;
+    let audited = count(
+        &pool,
+        "SELECT count(*) FROM system_logs WHERE worker = 'cli' AND kind = 'kill_switch_changed'",
+    )
+    .await;
     assert_eq!(audited, 2);
     app.stop().await;
 }

@@ -13,8 +13,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
+use hoox_common::event::Event;
 use hoox_common::json::{self, ObjectError};
-use hoox_common::logs::{insert_logs, LogEntry, Severity, Worker};
+use hoox_common::logs::{insert_logs, LogEntry, Worker};
 use hoox_common::message::QueueMessage;
 use hoox_common::runtime_config::{secret_matches, WEBHOOK_API_KEY};
 use hoox_common::signal::{IdempotencyKey, Signal, WebhookSignal};
@@ -185,6 +186,17 @@ async fn accept(
         Ok(Claim::Claimed) => (request_id, false),
         Ok(Claim::Duplicate(first)) => {
             tracing::info!(first_request_id = %first, "duplicate signal refused");
+            // In the first signal's trail: its producer resent it, and was told so.
+            let refused = LogEntry::now(
+                Worker::Ingest,
+                Some(first),
+                Event::DuplicateRefused {
+                    idempotency_key: idempotency::is_explicit(&key),
+                },
+            );
+            if let Err(err) = insert_logs(&state.pool, &[refused]).await {
+                tracing::warn!(error = %err, "duplicate refusal not recorded");
+            }
             return Err(ApiError::Duplicate(first));
         }
         Ok(Claim::Unconfirmed(earlier)) => {
@@ -287,25 +299,15 @@ async fn record_accepted(
     message: &QueueMessage,
     resent: bool,
 ) -> Result<(), sqlx::Error> {
-    let signal = &message.signal;
     let entry = LogEntry {
         created_at: message.received_at,
         request_id: Some(message.request_id),
         worker: Worker::Ingest,
-        severity: Severity::Info,
-        message: format!(
-            "webhook accepted: {} {} {} {}; queued{}",
-            signal.action,
-            signal.quantity,
-            signal.symbol,
-            signal.exchange.map_or("(routed)", |e| e.as_str()),
-            if resent {
-                " again (an earlier publish had an unknown outcome)"
-            } else {
-                ""
-            },
-        ),
-        context: json!({"signal": signal, "idempotencyKey": key.starts_with("key:"), "resent": resent}),
+        event: Event::Accepted {
+            signal: message.signal.clone(),
+            idempotency_key: idempotency::is_explicit(key),
+            resent,
+        },
     };
     let mut tx = state.pool.begin().await?;
     idempotency::confirm(&mut *tx, key, message.request_id).await?;
