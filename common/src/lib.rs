@@ -9,6 +9,7 @@ pub mod health;
 pub mod json;
 pub mod logs;
 pub mod message;
+pub mod metrics;
 pub mod retry;
 pub mod runtime_config;
 pub mod shutdown;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
@@ -161,6 +162,7 @@ impl Consumer {
         publisher: &Channel,
         token: &CancellationToken,
     ) -> anyhow::Result<()> {
+        hoox_common::metrics::batch_taken(batch.len());
         let incoming: Vec<Incoming> = batch.iter().map(incoming).collect();
         // Once started, a batch is finished even during shutdown; only a database
         // outage that outlasts the shutdown interrupts it, and then nothing is acked.
@@ -260,6 +262,20 @@ async fn publish(
 struct Health {
     pool: sqlx::PgPool,
     connected: Arc<AtomicBool>,
+    config: RuntimeConfig,
+}
+
+async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    let body = hoox_common::metrics::scrape(
+        health.config.kill_switch(),
+        health.connected.load(Ordering::SeqCst),
+        &health.pool,
+    )
+    .await;
+    (
+        [(header::CONTENT_TYPE, hoox_common::metrics::CONTENT_TYPE)],
+        body,
+    )
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
@@ -273,15 +289,25 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::V
     (status, Json(body))
 }
 
-/// The consumer's `/healthz` and `/readyz`.
-pub fn health_router(pool: sqlx::PgPool, connected: Arc<AtomicBool>) -> Router {
+/// The consumer's `/healthz`, `/readyz` and `/metrics`.
+pub fn health_router(
+    pool: sqlx::PgPool,
+    connected: Arc<AtomicBool>,
+    config: RuntimeConfig,
+) -> Router {
+    hoox_common::metrics::install();
     Router::new()
         .route(
             "/healthz",
             get(|| async { Json(hoox_common::health::alive()) }),
         )
         .route("/readyz", get(readyz))
-        .with_state(Health { pool, connected })
+        .route("/metrics", get(metrics))
+        .with_state(Health {
+            pool,
+            connected,
+            config,
+        })
 }
 
 /// Runs the consumer with `args` until `token` is cancelled: waits for the database,
@@ -307,7 +333,7 @@ pub async fn run(
     let topology = service.amqp.topology();
     let worker = Worker::new(
         pool.clone(),
-        config,
+        config.clone(),
         Arc::new(router),
         WorkerSettings {
             internal_key,
@@ -321,7 +347,7 @@ pub async fn run(
         service.amqp.amqp_url.clone(),
         args.batch_bounds(),
     );
-    let health = health_router(pool, consumer.connected_flag());
+    let health = health_router(pool, consumer.connected_flag(), config);
     let server_token = token.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, health)

@@ -264,6 +264,10 @@ impl Worker {
         })
         .await?;
         lease.release().await;
+        // Counted once committed, from the same events as the trail.
+        for entry in &logs {
+            hoox_common::metrics::record(&entry.event);
+        }
         Ok(())
     }
 

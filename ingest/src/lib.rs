@@ -94,10 +94,13 @@ impl std::ops::Deref for AppState {
 
 /// The HTTP routes. Every answer is the JSON envelope, those of the layers included.
 pub fn router(state: AppState) -> Router {
+    // Recording starts with the first route, so nothing before the first scrape is lost.
+    hoox_common::metrics::install();
     Router::new()
         .route("/webhook", post(routes::webhook::webhook))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
         .fallback(routes::edge::not_found)
         .method_not_allowed_fallback(routes::edge::method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
@@ -106,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(routes::edge::limit_head))
         .layer(middleware::map_response(routes::edge::envelope_errors))
+        .layer(middleware::from_fn(routes::webhook::measured))
         .with_state(state)
 }
 

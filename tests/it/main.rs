@@ -20,6 +20,7 @@ mod exactly_once;
 mod exchanges;
 mod faults;
 mod hostile;
+mod metrics;
 mod outages;
 mod pipeline;
 mod retry;

@@ -363,9 +363,27 @@ impl Http {
             };
             ExchangeError::new(write.unknown_outcome(), what)
         };
-        let response = request.send().await.map_err(unanswered)?;
-        let status = response.status();
-        let text = response.text().await.map_err(unanswered)?;
+        // A request that cannot be built was never sent.
+        let request = request.build().map_err(|err| {
+            ExchangeError::new(
+                ErrorClass::Fatal,
+                format!(
+                    "cannot build a request to {exchange}: {}",
+                    err.without_url()
+                ),
+            )
+        })?;
+        // The path names the endpoint; the query can carry a signature and is dropped.
+        let endpoint = request.url().path().to_owned();
+        let started = std::time::Instant::now();
+        let answered = async {
+            let response = self.client.execute(request).await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        }
+        .await;
+        hoox_common::metrics::exchange_request(exchange.as_str(), &endpoint, started.elapsed());
+        let (status, text) = answered.map_err(unanswered)?;
         let json = serde_json::from_str(&text).ok();
         Ok(Reply { status, json, text })
     }

@@ -1,7 +1,8 @@
 //! `/healthz` (the process answers) and `/readyz` (broker and database reachable).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::Value;
 
@@ -10,6 +11,20 @@ use crate::AppState;
 /// Liveness: always 200 while the process serves requests.
 pub async fn healthz() -> Json<Value> {
     Json(hoox_common::health::alive())
+}
+
+/// `/metrics`, in the Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = hoox_common::metrics::scrape(
+        state.config.kill_switch(),
+        state.publisher.is_ready(),
+        &state.pool,
+    )
+    .await;
+    (
+        [(header::CONTENT_TYPE, hoox_common::metrics::CONTENT_TYPE)],
+        body,
+    )
 }
 
 /// Readiness: 200 when a webhook could be queued now, else 503 naming what is down.

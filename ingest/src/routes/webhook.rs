@@ -6,11 +6,13 @@
 //! `accept`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
 use hoox_common::event::Event;
@@ -35,6 +37,18 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a webhook waits for the broker's confirm. TradingView gives up after 3 s;
 /// answering 503 before that lets it resend.
 const CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Counts every answer to `POST /webhook` by status and times it, whatever layer gave
+/// the answer (the outermost layer sees the envelope, the timeout and the 413 alike).
+pub async fn measured(request: Request, next: Next) -> Response {
+    if request.uri().path() != "/webhook" {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let response = next.run(request).await;
+    hoox_common::metrics::webhook_answered(response.status().as_u16(), started.elapsed());
+    response
+}
 
 /// Handles one webhook.
 pub async fn webhook(
@@ -259,7 +273,12 @@ async fn publish(state: &AppState, message: &QueueMessage, key: &str) -> Publish
         }
         Err(err) => return Published::Refused(err),
     };
-    let mut confirm = state.tasks.spawn(pending.confirmed());
+    let started = Instant::now();
+    let mut confirm = state.tasks.spawn(async move {
+        let confirmed = pending.confirmed().await;
+        hoox_common::metrics::publish_took(started.elapsed());
+        confirmed
+    });
     match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
         Ok(Ok(Ok(()))) => Published::Confirmed,
         Ok(Ok(Err(err))) if err.outcome_unknown() => {
