@@ -14,6 +14,7 @@ mod config;
 mod connections;
 mod crash;
 mod database;
+mod deployment;
 mod dlq;
 mod envelope;
 mod exactly_once;
