@@ -20,6 +20,7 @@ mod exactly_once;
 mod exchanges;
 mod faults;
 mod hostile;
+mod logs;
 mod outages;
 mod pipeline;
 mod retry;
