@@ -41,6 +41,9 @@ pub enum Command {
     Dlq(commands::dlq::DlqArgs),
     /// Halt or resume all trading; running services see the change within a second.
     KillSwitch(commands::kill_switch::KillSwitchArgs),
+    /// Read the `system_logs` audit stream, newest last; `tail --follow` keeps printing
+    /// new rows until Ctrl-C.
+    Logs(commands::logs::LogsArgs),
 }
 
 #[cfg(test)]

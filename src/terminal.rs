@@ -50,9 +50,18 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 /// serde_json escapes C0 controls itself but writes DEL, C1 and bidi controls as they
 /// are; these become `\uXXXX` escapes, which only ever occur inside JSON strings.
 pub fn json(value: &impl Serialize) -> serde_json::Result<String> {
-    let text = serde_json::to_string_pretty(value)?;
+    serde_json::to_string_pretty(value).map(escape_json)
+}
+
+/// `value` as [`json`] does, on one line: a JSONL record for streams.
+pub fn json_line(value: &impl Serialize) -> serde_json::Result<String> {
+    serde_json::to_string(value).map(escape_json)
+}
+
+/// serde_json's `text` with what it leaves unescaped written as `\uXXXX`.
+fn escape_json(text: String) -> String {
     if !text.chars().any(is_unsafe_in_json) {
-        return Ok(text);
+        return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
@@ -63,7 +72,7 @@ pub fn json(value: &impl Serialize) -> serde_json::Result<String> {
             out.push(c);
         }
     }
-    Ok(out)
+    out
 }
 
 /// What serde_json leaves unescaped that [`is_unsafe`] refuses; its own line breaks stay.
@@ -110,6 +119,18 @@ mod tests {
         assert!(!text.chars().any(is_unsafe_in_json), "{text:?}");
         assert!(text.contains("\\u007f") && text.contains("\\u009b") && text.contains("\\u202e"));
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, value);
+    }
+
+    #[test]
+    fn a_json_line_is_one_line_escaped_like_json_and_parses_to_the_same_value() {
+        let value = serde_json::json!({
+            "message": "line\nnext \x1b[2J del\x7f c1\u{9b} bidi\u{202e} para\u{2029}",
+        });
+        let line = json_line(&value).unwrap();
+        assert!(!line.chars().any(is_unsafe), "{line:?}");
+        assert!(line.contains("\\u007f") && line.contains("\\u202e") && line.contains("\\n"));
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed, value);
     }
 }

@@ -1,5 +1,5 @@
 //! The `system_logs` audit trail: rows that tell a signal's life from ingest to fill
-//! or dead letter, queried by `hoox trace`.
+//! or dead letter, queried by `hoox trace` and streamed by `hoox logs tail`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::event::Event;
 
 /// Which part of hoox wrote a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Worker {
     /// The webhook service.
     Ingest,
@@ -29,8 +29,8 @@ impl Worker {
     }
 }
 
-/// How much a row matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much a row matters; variants are declared least first, so `Ord` ranks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Severity {
     /// Detail.
     Debug,

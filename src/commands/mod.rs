@@ -3,6 +3,7 @@
 pub mod config;
 pub mod dlq;
 pub mod kill_switch;
+pub mod logs;
 pub mod migrate;
 pub mod run;
 pub mod trace;
@@ -18,5 +19,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => config::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::KillSwitch(args) => kill_switch::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
     }
 }

@@ -65,6 +65,8 @@ async fn operator_commands_refuse_a_missing_database_and_do_not_create_it(pool: 
         vec!["trace", &request_id],
         vec!["dlq", "purge", "--yes"],
         vec!["dlq", "replay", "--all"],
+        vec!["logs", "tail"],
+        vec!["logs", "tail", "--follow"],
     ] {
         let output = hoox(&url, &args).await;
         assert_refused(&output, &args, &name);

@@ -21,6 +21,7 @@ mod exactly_once;
 mod exchanges;
 mod faults;
 mod hostile;
+mod logs;
 mod metrics;
 mod outages;
 mod pipeline;
