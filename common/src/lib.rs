@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod dead_letter;
 pub mod health;
 pub mod json;
 pub mod logs;
