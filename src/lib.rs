@@ -41,6 +41,11 @@ pub enum Command {
     Dlq(commands::dlq::DlqArgs),
     /// Halt or resume all trading; running services see the change within a second.
     KillSwitch(commands::kill_switch::KillSwitchArgs),
+    /// Check broker, database, queues, dead letters, kill switch and exchange keys.
+    ///
+    /// Exits 0 when healthy, 1 when not, with one line per problem. Read-only: creates
+    /// no queue and no database.
+    Health(Box<commands::health::HealthArgs>),
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dlq;
+pub mod health;
 pub mod kill_switch;
 pub mod migrate;
 pub mod run;
@@ -18,5 +19,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => config::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::KillSwitch(args) => kill_switch::run(args).await,
+        Command::Health(args) => health::run(*args).await,
     }
 }

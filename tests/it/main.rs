@@ -19,6 +19,7 @@ mod envelope;
 mod exactly_once;
 mod exchanges;
 mod faults;
+mod health;
 mod hostile;
 mod outages;
 mod pipeline;
