@@ -44,6 +44,11 @@ pub enum Command {
     /// Read the `system_logs` audit stream, newest last; `tail --follow` keeps printing
     /// new rows until Ctrl-C.
     Logs(commands::logs::LogsArgs),
+    /// Check broker, database, queues, dead letters, kill switch and exchange keys.
+    ///
+    /// Exits 0 when healthy, 1 when not, with one line per problem. Read-only: creates
+    /// no queue and no database.
+    Health(Box<commands::health::HealthArgs>),
 }
 
 #[cfg(test)]

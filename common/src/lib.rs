@@ -5,6 +5,7 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod event;
+pub mod dead_letter;
 pub mod health;
 pub mod json;
 pub mod logs;

@@ -118,6 +118,9 @@ pub struct BinanceArgs {
     /// Binance testnet host [default: https://demo-fapi.binance.com, or https://testnet.binance.vision for spot]
     #[arg(long, env = "BINANCE_TESTNET_BASE_URL")]
     pub binance_testnet_base_url: Option<String>,
+    /// Binance wallet API host, asked by `hoox health --exchanges` what the live key may do (withdrawals) [default: https://api.binance.com]
+    #[arg(long, env = "BINANCE_WALLET_URL", default_value = binance::WALLET_URL, hide_default_value = true)]
+    pub binance_wallet_url: String,
     /// Binance market: `usdm` (USD-M futures) or `spot`.
     #[arg(long, env = "BINANCE_MARKET", value_enum, default_value = "usdm")]
     pub binance_market: binance::Market,
@@ -185,25 +188,28 @@ impl ExchangeArgs {
                 b.bybit_category,
                 recv_window,
             )),
-            Arc::new(Binance::new(
-                http.clone(),
-                environment(
-                    Some(n.binance_base_url.as_deref().unwrap_or(binance_live)),
-                    &n.binance_api_key,
-                    &n.binance_api_secret,
-                ),
-                environment(
-                    Some(
-                        n.binance_testnet_base_url
-                            .as_deref()
-                            .unwrap_or(binance_testnet),
+            Arc::new(
+                Binance::new(
+                    http.clone(),
+                    environment(
+                        Some(n.binance_base_url.as_deref().unwrap_or(binance_live)),
+                        &n.binance_api_key,
+                        &n.binance_api_secret,
                     ),
-                    &n.binance_testnet_api_key,
-                    &n.binance_testnet_api_secret,
-                ),
-                n.binance_market,
-                recv_window,
-            )),
+                    environment(
+                        Some(
+                            n.binance_testnet_base_url
+                                .as_deref()
+                                .unwrap_or(binance_testnet),
+                        ),
+                        &n.binance_testnet_api_key,
+                        &n.binance_testnet_api_secret,
+                    ),
+                    n.binance_market,
+                    recv_window,
+                )
+                .with_wallet_url(Some(n.binance_wallet_url.clone())),
+            ),
             Arc::new(Mexc::new(
                 http,
                 environment(

@@ -414,6 +414,7 @@ mod tests {
             created_at: "2026-11-24T09:29:22.509Z".parse().unwrap(),
             request_id: None,
             worker: "consumer".into(),
+            kind: Some("attempt_failed".into()),
             severity: "warn".into(),
             message: "rejected \x1b[2J\u{202e}LLES".into(),
             context: Value::Null,

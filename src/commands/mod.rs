@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dlq;
+pub mod health;
 pub mod kill_switch;
 pub mod logs;
 pub mod migrate;
@@ -20,5 +21,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(args) => dlq::run(args).await,
         Command::KillSwitch(args) => kill_switch::run(args).await,
         Command::Logs(args) => logs::run(args).await,
+        Command::Health(args) => health::run(*args).await,
     }
 }

@@ -20,6 +20,7 @@ mod envelope;
 mod exactly_once;
 mod exchanges;
 mod faults;
+mod health;
 mod hostile;
 mod logs;
 mod metrics;

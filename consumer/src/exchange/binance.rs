@@ -17,7 +17,7 @@ use super::transport::{
     decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
 
 /// Binance USD-M futures' live host.
 pub const FUTURES_LIVE_URL: &str = "https://fapi.binance.com";
@@ -27,6 +27,9 @@ pub const FUTURES_TESTNET_URL: &str = "https://demo-fapi.binance.com";
 pub const SPOT_LIVE_URL: &str = "https://api.binance.com";
 /// Binance spot's testnet host.
 pub const SPOT_TESTNET_URL: &str = "https://testnet.binance.vision";
+/// Where Binance's wallet API (`/sapi`) is: the spot host, whichever market hoox trades.
+/// Only the live exchange has one; the testnets do not serve `/sapi`.
+pub const WALLET_URL: &str = SPOT_LIVE_URL;
 
 /// Which Binance market orders go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,8 +92,23 @@ impl QuerySigned {
         params: &[(&str, String)],
         write: Write,
     ) -> Result<Reply, ExchangeError> {
+        let url = venue.url(path)?;
+        self.send_to(http, venue, method, &url, params, write).await
+    }
+
+    /// [`Self::send`] to `url`, which may be on another host of the same exchange (one
+    /// clock, one key), such as Binance's wallet API beside its futures API.
+    pub async fn send_to(
+        &self,
+        http: &Http,
+        venue: &Venue,
+        method: Method,
+        url: &str,
+        params: &[(&str, String)],
+        write: Write,
+    ) -> Result<Reply, ExchangeError> {
         let credentials = venue.credentials()?;
-        let base = venue.url(path)?;
+        let base = url;
         let timestamp_code = self.timestamp_code;
         let refused = move |err: &ExchangeError| err.code.as_deref() == Some(timestamp_code);
         venue
@@ -102,7 +120,7 @@ impl QuerySigned {
                 let signature = sign(credentials, &payload, "");
                 let signed = format!("{payload}&signature={signature}");
                 let request = if method == Method::POST && self.post_body {
-                    http.request(Method::POST, &base)
+                    http.request(Method::POST, base)
                         .header("Content-Type", "application/x-www-form-urlencoded")
                         .body(signed)
                 } else {
@@ -176,6 +194,7 @@ pub struct Binance {
     market: Market,
     scheme: QuerySigned,
     rules: RulesCache,
+    wallet_url: Option<String>,
 }
 
 impl Binance {
@@ -209,7 +228,15 @@ impl Binance {
                 recv_window,
             },
             rules: RulesCache::default(),
+            wallet_url: None,
         }
+    }
+
+    /// Asks the wallet API at `url` (normally [`WALLET_URL`]) what the live key may do,
+    /// when its keys are checked; without one, withdrawal permission is not known.
+    pub fn with_wallet_url(mut self, url: Option<String>) -> Self {
+        self.wallet_url = url.map(|url| url.trim_end_matches('/').to_owned());
+        self
     }
 
     fn path(&self, endpoint: &str) -> String {
@@ -500,6 +527,62 @@ impl Exchange for Binance {
             Err(err) if is_unknown_order(&err) => Ok(None),
             Err(err) => Err(err),
         }
+    }
+
+    /// The market's account call proves the key and says whether the account can trade
+    /// (USD-M `GET /fapi/v2/account`, spot `GET /api/v3/account`). Only the wallet API
+    /// knows the key's own permissions (`GET /sapi/v1/account/apiRestrictions`, on the
+    /// spot host even for futures), so the live key is asked there too when a wallet
+    /// URL is set; if that host does not answer, withdrawal permission stays unknown.
+    async fn check_keys(&self, testnet: bool) -> Result<KeyCheck, ExchangeError> {
+        let venue = self.venues.get(testnet);
+        let account = self
+            .scheme
+            .send(
+                &self.http,
+                venue,
+                Method::GET,
+                match self.market {
+                    Market::Usdm => "/fapi/v2/account",
+                    Market::Spot => "/api/v3/account",
+                },
+                &[],
+                Write::No,
+            )
+            .await?
+            .json
+            .unwrap_or(Value::Null);
+        let account_trades = account["canTrade"].as_bool();
+        let Some(wallet) = self.wallet_url.as_deref().filter(|_| !testnet) else {
+            return Ok(KeyCheck {
+                can_trade: account_trades,
+                can_withdraw: None,
+            });
+        };
+        let url = format!("{wallet}/sapi/v1/account/apiRestrictions");
+        let restrictions = match self
+            .scheme
+            .send_to(&self.http, venue, Method::GET, &url, &[], Write::No)
+            .await
+        {
+            Ok(reply) => reply.json.unwrap_or(Value::Null),
+            Err(err) => {
+                tracing::warn!(exchange = "binance", error = %err, "wallet API did not say what the key may do");
+                Value::Null
+            }
+        };
+        let key_trades = restrictions[match self.market {
+            Market::Usdm => "enableFutures",
+            Market::Spot => "enableSpotAndMarginTrading",
+        }]
+        .as_bool();
+        Ok(KeyCheck {
+            can_trade: match (account_trades, key_trades) {
+                (Some(account), Some(key)) => Some(account && key),
+                (account, key) => account.or(key),
+            },
+            can_withdraw: restrictions["enableWithdrawals"].as_bool(),
+        })
     }
 }
 

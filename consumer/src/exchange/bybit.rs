@@ -17,7 +17,7 @@ use super::transport::{
     decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
 
 /// Bybit's live host.
 pub const LIVE_URL: &str = "https://api.bybit.com";
@@ -103,7 +103,12 @@ impl Bybit {
         let (method, url, signed) = match &payload {
             Payload::Query(params) => {
                 let query = query_string(params);
-                (Method::GET, venue.url(&format!("{path}?{query}"))?, query)
+                let url = if query.is_empty() {
+                    venue.url(path)?
+                } else {
+                    venue.url(&format!("{path}?{query}"))?
+                };
+                (Method::GET, url, query)
             }
             Payload::Body(body) => (Method::POST, venue.url(path)?, body.to_string()),
         };
@@ -309,6 +314,40 @@ fn ack_from_order(item: &Value) -> OrderAck {
     }
 }
 
+/// What `/v5/user/query-api` says a key may do
+/// (<https://bybit-exchange.github.io/docs/v5/user/apikey-info>): a `readOnly: 1` key
+/// trades nothing; otherwise it trades linear contracts with `ContractTrade: Order` (or
+/// a unified account's `Derivatives: DerivativesTrade`) and spot with `Spot: SpotTrade`;
+/// it withdraws with `Wallet: Withdraw`.
+fn key_check(info: &Value, category: Category) -> KeyCheck {
+    let listed = |group: &str, permission: &str| {
+        info["permissions"][group]
+            .as_array()
+            .map(|granted| granted.iter().any(|p| p.as_str() == Some(permission)))
+    };
+    let trade = match category {
+        Category::Linear => match (
+            listed("ContractTrade", "Order"),
+            listed("Derivatives", "DerivativesTrade"),
+        ) {
+            (None, None) => None,
+            (contract, derivatives) => {
+                Some(contract.unwrap_or(false) || derivatives.unwrap_or(false))
+            }
+        },
+        Category::Spot => listed("Spot", "SpotTrade"),
+    };
+    let read_only = integer(&info["readOnly"]).map(|flag| flag == 1);
+    KeyCheck {
+        can_trade: if read_only == Some(true) {
+            Some(false)
+        } else {
+            trade
+        },
+        can_withdraw: listed("Wallet", "Withdraw"),
+    }
+}
+
 /// Whether Bybit refused the request's timestamp (`10002`).
 fn refused_timestamp(err: &ExchangeError) -> bool {
     err.code.as_deref() == Some("10002")
@@ -437,6 +476,19 @@ impl Exchange for Bybit {
         // Open and recent orders are in `realtime`; older closed ones only in `history`.
         self.find(order, &[REALTIME, "/v5/order/history"]).await
     }
+
+    async fn check_keys(&self, testnet: bool) -> Result<KeyCheck, ExchangeError> {
+        // "Any permission can access this endpoint": a working key always answers.
+        let info = self
+            .private(
+                self.venues.get(testnet),
+                "/v5/user/query-api",
+                Payload::Query(Vec::new()),
+                Write::No,
+            )
+            .await?;
+        Ok(key_check(&info, self.category))
+    }
 }
 
 #[cfg(test)]
@@ -470,6 +522,29 @@ mod tests {
             ),
             "ae58b785ec6c922223f2926c01b0e030a6e2967f33a4406bc95c347ac571b863"
         );
+    }
+
+    #[test]
+    fn reads_what_a_key_may_do_from_its_permissions() {
+        let info = |read_only: i64, contract: Value, wallet: Value| json!({"readOnly": read_only, "permissions": {"ContractTrade": contract, "Spot": [], "Wallet": wallet}});
+        let trader = info(0, json!(["Order", "Position"]), json!(["AccountTransfer"]));
+        assert_eq!(
+            key_check(&trader, Category::Linear),
+            KeyCheck {
+                can_trade: Some(true),
+                can_withdraw: Some(false)
+            }
+        );
+        assert_eq!(key_check(&trader, Category::Spot).can_trade, Some(false));
+        let reader = info(1, json!(["Order"]), json!(["Withdraw"]));
+        assert_eq!(
+            key_check(&reader, Category::Linear),
+            KeyCheck {
+                can_trade: Some(false),
+                can_withdraw: Some(true)
+            }
+        );
+        assert_eq!(key_check(&json!({}), Category::Linear), KeyCheck::default());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::transport::{
     decimal, integer, query_string, text, Credentials, Environment, Http, Reply, TimeSource,
     Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
 
 /// MEXC spot's host.
 pub const SPOT_URL: &str = "https://api.mexc.com";
@@ -564,6 +564,45 @@ impl Exchange for Mexc {
             Market::Futures => {
                 let (_, contract_size) = self.contract(order).await?;
                 self.find_futures(order, contract_size).await
+            }
+        }
+    }
+
+    /// Spot: `GET /api/v3/account` gives `canTrade` and `canWithdraw`. Futures: the
+    /// contract API has no permissions call, so `GET /api/v1/private/account/assets`
+    /// only proves the key works.
+    async fn check_keys(&self, testnet: bool) -> Result<KeyCheck, ExchangeError> {
+        match self.market {
+            Market::Spot => {
+                let account = self
+                    .spot
+                    .send(
+                        &self.http,
+                        self.venues.get(testnet),
+                        Method::GET,
+                        "/api/v3/account",
+                        &[],
+                        Write::No,
+                    )
+                    .await?
+                    .json
+                    .unwrap_or(Value::Null);
+                Ok(KeyCheck {
+                    can_trade: account["canTrade"].as_bool(),
+                    can_withdraw: account["canWithdraw"].as_bool(),
+                })
+            }
+            Market::Futures => {
+                self.futures(
+                    testnet,
+                    Method::GET,
+                    "/api/v1/private/account/assets",
+                    &[],
+                    None,
+                    Write::No,
+                )
+                .await?;
+                Ok(KeyCheck::default())
             }
         }
     }

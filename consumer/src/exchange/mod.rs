@@ -150,6 +150,17 @@ impl ExchangeError {
     }
 }
 
+/// What one environment's keys may do, as the exchange reports it to a signed
+/// read-only call. `None` where the exchange does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyCheck {
+    /// Whether the keys may place orders on the market hoox trades.
+    pub can_trade: Option<bool>,
+    /// Whether the keys may withdraw funds: hoox never needs it, and a stolen key that
+    /// has it can empty the account.
+    pub can_withdraw: Option<bool>,
+}
+
 /// Spot markets trade without leverage: 1x is what they do, more is refused rather
 /// than silently traded at a smaller size than the signal meant.
 fn spot_leverage(exchange: ExchangeName, leverage: Leverage) -> Result<(), ExchangeError> {
@@ -189,4 +200,18 @@ pub trait Exchange: Send + Sync {
         &self,
         order: &OrderRequest,
     ) -> Result<Option<OrderAck>, ExchangeError>;
+
+    /// Makes one signed read-only call with the live (or, with `testnet`, the test)
+    /// keys and reports what they may do; an error means they do not work (or the
+    /// exchange did not answer). Never places or changes anything.
+    ///
+    /// The default is for stand-ins that talk to no exchange: it says the keys cannot
+    /// be checked, so a provider that forgets to implement it is never reported healthy.
+    async fn check_keys(&self, testnet: bool) -> Result<KeyCheck, ExchangeError> {
+        let _ = testnet;
+        Err(ExchangeError::new(
+            ErrorClass::Fatal,
+            format!("{} cannot check its keys", self.name()),
+        ))
+    }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
 
 /// The simulated exchange.
 pub struct Paper {
@@ -90,6 +90,14 @@ impl Exchange for Paper {
 
     async fn set_leverage(&self, _: &OrderRequest, _: Leverage) -> Result<(), ExchangeError> {
         Ok(())
+    }
+
+    /// No keys are needed: the paper exchange always trades and holds nothing to withdraw.
+    async fn check_keys(&self, _testnet: bool) -> Result<KeyCheck, ExchangeError> {
+        Ok(KeyCheck {
+            can_trade: Some(true),
+            can_withdraw: Some(false),
+        })
     }
 
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {

@@ -109,8 +109,29 @@ pub struct Order {
     pub time: i64,
 }
 
+/// What the mock says its key may do when asked (Bybit `query-api`, Binance
+/// `account` and `apiRestrictions`, MEXC `account`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    /// The key may trade.
+    pub trade: bool,
+    /// The key may withdraw.
+    pub withdraw: bool,
+}
+
+impl Default for Permissions {
+    /// A key set up as hoox asks: trading, no withdrawals.
+    fn default() -> Self {
+        Self {
+            trade: true,
+            withdraw: false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Book {
+    permissions: Permissions,
     orders: Vec<Order>,
     leverage: Vec<(String, u32)>,
     faults: VecDeque<Fault>,
@@ -192,6 +213,11 @@ impl MockExchange {
     /// duplicate), as an exchange's read side can trail its matching engine.
     pub fn lag_lookups(&self) {
         self.book().lagging = true;
+    }
+
+    /// Makes the key report `permissions` from now on.
+    pub fn grant(&self, permissions: Permissions) {
+        self.book().permissions = permissions;
     }
 
     /// The orders taken.
@@ -593,6 +619,7 @@ mod bybit {
                     return refused;
                 }
                 match (method, path) {
+                    (Method::GET, "/v5/user/query-api") => api_key_info(inner),
                     (Method::POST, "/v5/order/create") => create(inner, &request).await,
                     (Method::POST, "/v5/position/set-leverage") => leverage(inner, &request),
                     (Method::GET, "/v5/order/realtime" | "/v5/order/history") => {
@@ -613,6 +640,44 @@ mod bybit {
                 }
             }
         }
+    }
+
+    /// `GET /v5/user/query-api`, in the documented shape
+    /// (<https://bybit-exchange.github.io/docs/v5/user/apikey-info>).
+    fn api_key_info(inner: &Inner) -> Response {
+        let Permissions { trade, withdraw } = inner.book().permissions;
+        let contract: Vec<&str> = if trade {
+            vec!["Order", "Position"]
+        } else {
+            Vec::new()
+        };
+        let mut wallet = vec!["AccountTransfer"];
+        if withdraw {
+            wallet.push("Withdraw");
+        }
+        envelope(
+            inner,
+            0,
+            "",
+            json!({
+                "id": "13770661",
+                "note": "hoox",
+                "apiKey": inner.key,
+                "readOnly": if trade { 0 } else { 1 },
+                "secret": "",
+                "permissions": {
+                    "ContractTrade": contract,
+                    "Spot": if trade { vec!["SpotTrade"] } else { Vec::new() },
+                    "Wallet": wallet,
+                    "Options": [],
+                    "Derivatives": [],
+                    "Exchange": [],
+                },
+                "ips": ["*"],
+                "type": 1,
+                "uta": 1,
+            }),
+        )
     }
 
     async fn create(inner: &Inner, request: &Request) -> Response {
@@ -743,6 +808,9 @@ mod binance_style {
         bad_signature: i64,
         bad_timestamp: i64,
         order_path: &'static str,
+        account_path: &'static str,
+        /// Binance's wallet API, served by the same mock as its futures API.
+        restrictions_path: Option<&'static str>,
         time_path: &'static str,
         info_path: &'static str,
         leverage_path: Option<&'static str>,
@@ -764,6 +832,8 @@ mod binance_style {
         bad_signature: -1022,
         bad_timestamp: -1021,
         order_path: "/fapi/v1/order",
+        account_path: "/fapi/v2/account",
+        restrictions_path: Some("/sapi/v1/account/apiRestrictions"),
         time_path: "/fapi/v1/time",
         info_path: "/fapi/v1/exchangeInfo",
         leverage_path: Some("/fapi/v1/leverage"),
@@ -796,6 +866,8 @@ mod binance_style {
         bad_signature: 700_002,
         bad_timestamp: 700_003,
         order_path: "/api/v3/order",
+        account_path: "/api/v3/account",
+        restrictions_path: None,
         time_path: "/api/v3/time",
         info_path: "/api/v3/exchangeInfo",
         leverage_path: None,
@@ -948,6 +1020,35 @@ mod binance_style {
             Ok(params) => params,
             Err(refused) => return refused,
         };
+        if request.method == Method::GET && path == dialect.account_path {
+            let Permissions { trade, withdraw } = inner.book().permissions;
+            // Binance USD-M and MEXC spot both answer with these flags, among others.
+            return Json(json!({
+                "canTrade": trade,
+                "canDeposit": true,
+                "canWithdraw": withdraw,
+                "updateTime": 0,
+                "assets": [],
+                "balances": [],
+            }))
+            .into_response();
+        }
+        if request.method == Method::GET && Some(path) == dialect.restrictions_path {
+            let Permissions { trade, withdraw } = inner.book().permissions;
+            return Json(json!({
+                "ipRestrict": false,
+                "createTime": 1_623_840_271_000_i64,
+                "enableReading": true,
+                "enableWithdrawals": withdraw,
+                "enableInternalTransfer": false,
+                "enableMargin": false,
+                "enableFutures": trade,
+                "permitsUniversalTransfer": false,
+                "enableVanillaOptions": false,
+                "enableSpotAndMarginTrading": trade,
+            }))
+            .into_response();
+        }
         if Some(path) == dialect.leverage_path && request.method == Method::POST {
             let (Some(symbol), Some(leverage)) = (
                 param(&params, "symbol"),
