@@ -4,8 +4,8 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
-pub mod event;
 pub mod dead_letter;
+pub mod event;
 pub mod health;
 pub mod json;
 pub mod logs;

@@ -30,6 +30,7 @@ use lapin::{Channel, Event};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::batch::{collect, BatchBounds, Collected};
 use crate::exchange::paper::Paper;
@@ -133,12 +134,15 @@ impl Consumer {
                 // An ack or a confirm on a connection that just died can wait forever:
                 // the batch is abandoned instead, unacknowledged, and the broker
                 // redelivers it (its claim makes that safe at any point).
-                Collected::Batch(batch) => tokio::select! {
-                    handled = self.handle(batch, &publisher, token) => handled?,
-                    err = connection_failed(&mut events) => {
-                        break Err(anyhow::Error::new(err).context("connection failed mid-batch"));
+                Collected::Batch(batch) => {
+                    let span = tracing::info_span!("batch", size = batch.len());
+                    tokio::select! {
+                        handled = self.handle(batch, &publisher, token).instrument(span) => handled?,
+                        err = connection_failed(&mut events) => {
+                            break Err(anyhow::Error::new(err).context("connection failed mid-batch"));
+                        }
                     }
-                },
+                }
                 Collected::Failed(batch, err) => {
                     // Deliveries taken before the failure cannot be acknowledged on a
                     // dead channel; the broker redelivers them.

@@ -22,6 +22,7 @@ use hoox_common::signal::ExchangeName;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::exchange::router::{ExchangeRouter, RouteSource};
@@ -221,9 +222,16 @@ impl Worker {
             for &(index, message, resumed) in runs {
                 // A panic in one signal's execution (a bug, an exchange answer nobody
                 // foresaw) dead-letters that signal alone, not its batch or the consumer.
+                let span = tracing::info_span!(
+                    "order",
+                    request_id = %message.request_id,
+                    symbol = %message.signal.symbol,
+                    exchange = tracing::field::Empty,
+                );
                 let executed =
                     AssertUnwindSafe(self.execute(message, &batch[index], resumed, batch_info))
                         .catch_unwind()
+                        .instrument(span)
                         .await
                         .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
                 out.push((index, executed));
@@ -336,6 +344,7 @@ impl Worker {
             Ok(route) => route,
             Err(err) => return self.failed(message, None, err, logs),
         };
+        tracing::Span::current().record("exchange", exchange.as_str());
         let provider = match self.router.provider(exchange, signal.test) {
             Ok(provider) => provider,
             Err(err) => return self.failed(message, Some(exchange), err, logs),

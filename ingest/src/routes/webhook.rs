@@ -57,10 +57,35 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let source = state.sources.source(peer.ip(), &headers);
+    let answered = answer(state, peer, source, headers, body).await;
+    if let Err(refused) = &answered {
+        let status = refused.status_code();
+        // Logged once, here: the status, the reason and the source; never the body or
+        // the key. 5xx are logged where they happen, with their cause.
+        if status.is_client_error() {
+            tracing::info!(
+                status = status.as_u16(),
+                reason = %refused,
+                source = ?source,
+                peer = %peer.ip(),
+                "webhook refused"
+            );
+        }
+    }
+    answered
+}
+
+async fn answer(
+    state: AppState,
+    peer: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_declared_length(&headers)?;
     // The allowlist comes before the body is read: a stranger's body is not worth the
     // memory or the wait. A chunked body over the limit is still a 413 when read.
-    let source = state.sources.source(peer.ip(), &headers);
     state.sources.check_allowed(source)?;
     let bytes = read_body(body, state.limits.body_read_timeout).await?;
     let object = parse_object(&bytes)?;
