@@ -119,6 +119,7 @@ async fn a_running_pipeline_is_healthy_and_reports_every_queue(pool: PgPool) {
     assert_eq!(report["killSwitch"], false);
     assert_eq!(report["lastFillAt"], Value::Null);
     assert!(live(&report, "bybit")["keysConfigured"] == false);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -141,6 +142,7 @@ async fn an_unreachable_broker_is_a_problem_named_by_host_without_the_password(p
     assert!(!report.to_string().contains("s3cretpw"), "{report:#}");
     // The database is still looked at.
     assert_eq!(report["database"]["migrationsCurrent"], true);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -163,6 +165,7 @@ async fn a_missing_database_is_a_problem_and_is_not_created(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(created, 0, "health created the database");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -177,6 +180,7 @@ async fn a_main_queue_without_a_consumer_is_a_problem(pool: PgPool) {
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(checks(&report, "problems"), ["consumers"], "{report:#}");
     assert_eq!(report["queues"][0]["consumers"], 0);
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -205,6 +209,7 @@ async fn queues_that_do_not_exist_are_reported_and_not_created(pool: PgPool) {
         .queue_declare(queue.as_str().into(), passive, FieldTable::default())
         .await;
     assert!(declared.is_err(), "health created {queue}");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -235,6 +240,7 @@ async fn a_dead_letter_is_reported_with_its_age_as_a_warning_and_left_in_place(p
         1,
         "peek lost it"
     );
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -253,6 +259,7 @@ async fn the_kill_switch_warns_and_routing_to_an_exchange_without_keys_is_a_prob
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(checks(&report, "problems"), ["routing"]);
     assert_eq!(report["routing"][0]["exchange"], "bybit");
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -275,6 +282,7 @@ async fn exchange_keys_that_work_and_cannot_withdraw_are_healthy(pool: PgPool) {
         assert!(mock.refused().is_empty(), "{:?}", mock.refused());
         assert!(mock.orders().is_empty(), "a key check placed an order");
     }
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -300,6 +308,7 @@ async fn exchange_keys_that_can_withdraw_are_a_warning(pool: PgPool) {
         checks(&report, "warnings"),
         ["exchange_keys", "exchange_keys", "exchange_keys"]
     );
+    app.stop().await;
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
@@ -326,4 +335,5 @@ async fn exchange_keys_with_a_wrong_secret_or_no_trading_are_problems(pool: PgPo
     );
     assert_eq!(bybit.refused(), ["bad signature"]);
     assert!(!report.to_string().contains(wrong));
+    app.stop().await;
 }
