@@ -4,8 +4,8 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
-pub mod event;
 pub mod dead_letter;
+pub mod event;
 pub mod health;
 pub mod json;
 pub mod logs;
@@ -16,4 +16,5 @@ pub mod runtime_config;
 pub mod shutdown;
 pub mod signal;
 pub mod signing;
+pub mod telegram;
 pub mod telemetry;

@@ -1,0 +1,121 @@
+//! Telegram against a local mock of the Bot API: the consumer's notifications of fills
+//! and dead letters, a 429's `retry_after` honoured, and `hoox bot` obeying only its
+//! configured chat.
+
+use std::time::Duration;
+
+use hoox_common::event::Event;
+use hoox_common::runtime_config::KILL_SWITCH;
+use hoox_common::signal::{ExchangeName, Side};
+use hoox_common::telegram::{BotApi, Notifier};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::telegram::{MockTelegram, Sent, CHAT, TOKEN};
+use crate::support::{self, eventually, Options, TestApp};
+
+fn api(mock: &MockTelegram) -> BotApi {
+    BotApi::new(&mock.url(), SecretString::from(TOKEN.to_owned()), CHAT)
+}
+
+/// Waits until the mock has a message to `chat` mentioning `needle`.
+async fn message_mentioning(mock: &MockTelegram, chat: i64, needle: &str) -> Sent {
+    eventually(
+        &format!("a Telegram message mentioning {needle}"),
+        || async {
+            mock.sent()
+                .into_iter()
+                .find(|m| m.chat_id == chat && m.text.contains(needle))
+        },
+    )
+    .await
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn fills_and_dead_letters_are_sent_to_the_configured_chat(pool: PgPool) {
+    let mock = MockTelegram::start().await;
+    let token = CancellationToken::new();
+    let (notifier, _sender) = Notifier::start(api(&mock), token.clone());
+    let app = TestApp::with(
+        pool,
+        Options {
+            notifier: Some(notifier),
+            ..Options::default()
+        },
+    )
+    .await;
+    app.ready().await;
+
+    let filled = support::accepted(&app, &support::signal("BTCUSDT")).await;
+    app.wait_for_fill(&filled).await;
+    let sent = message_mentioning(&mock, CHAT, &filled).await;
+    assert!(sent.text.contains("filled"), "{}", sent.text);
+
+    app.set_config(KILL_SWITCH, "true").await;
+    let connection = support::broker().await;
+    let message = support::message_for("ETHUSDT", chrono::Utc::now());
+    support::publish_signed(&app, &connection, &message).await;
+    let dead = message.request_id.to_string();
+    let sent = message_mentioning(&mock, CHAT, &dead).await;
+    assert!(sent.text.contains("kill_switch"), "{}", sent.text);
+
+    assert_eq!(mock.refused_token(), 0);
+    let _ = connection.close(200, "done".into()).await;
+    token.cancel();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_message_is_sent_once_after_retry_after() {
+    let mock = MockTelegram::start().await;
+    mock.rate_limit_next(1);
+    let token = CancellationToken::new();
+    let (notifier, _sender) = Notifier::start(api(&mock), token.clone());
+    let request_id = uuid::Uuid::new_v4();
+    notifier.notify(
+        &Event::Filled {
+            exchange: ExchangeName::Paper,
+            side: Side::Buy,
+            fill_quantity: None,
+            fill_price: None,
+            signal_to_order_seconds: 0.1,
+        },
+        Some(request_id),
+    );
+
+    let sent = message_mentioning(&mock, CHAT, &request_id.to_string()).await;
+    let limited = mock.rate_limited_at();
+    assert_eq!(limited.len(), 1, "one 429 answered");
+    assert!(
+        sent.at.duration_since(limited[0]) >= Duration::from_secs(1),
+        "resent only after retry_after"
+    );
+    // A later message goes through: the one sent is not followed by a copy of it.
+    notifier.send("after".to_owned());
+    message_mentioning(&mock, CHAT, "after").await;
+    let copies = mock
+        .sent()
+        .iter()
+        .filter(|m| m.text.contains(&request_id.to_string()))
+        .count();
+    assert_eq!(copies, 1);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_nothing_is_sent() {
+    let mock = MockTelegram::start().await;
+    let wrong = BotApi::new(&mock.url(), SecretString::from("1:wrong".to_owned()), CHAT);
+    let err = wrong
+        .send_message(CHAT, "hello")
+        .await
+        .expect_err("a wrong token is refused");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the token is not in {err}"
+    );
+    assert_eq!(mock.refused_token(), 1);
+    assert!(mock.sent().is_empty());
+}
