@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hoox::commands::kill_switch;
 use hoox_common::event::Event;
 use hoox_common::runtime_config::KILL_SWITCH;
 use hoox_common::signal::{ExchangeName, Side};
@@ -118,4 +119,63 @@ async fn a_wrong_token_is_refused_and_nothing_is_sent() {
     );
     assert_eq!(mock.refused_token(), 1);
     assert!(mock.sent().is_empty());
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn the_bot_obeys_commands_from_its_chat_alone(pool: PgPool) {
+    let mock = MockTelegram::start().await;
+    let app = TestApp::ingest_only(pool).await;
+    app.ready().await;
+    let mut bot = app
+        .hoox()
+        .arg("bot")
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
+        .env("TELEGRAM_API_URL", mock.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hoox bot starts");
+
+    let stranger = CHAT + 1;
+    let ignored = mock.queue_message(stranger, "/kill_on");
+    // Polling past an update means the bot has handled it.
+    eventually("the bot handling the stranger's command", || async {
+        (mock.highest_offset() > ignored).then_some(())
+    })
+    .await;
+    assert!(!kill_switch::state(&app.pool).await.unwrap());
+    assert!(mock.sent().iter().all(|m| m.chat_id != stranger));
+
+    mock.queue_message(CHAT, "/kill_on");
+    eventually("the kill switch on", || async {
+        kill_switch::state(&app.pool).await.unwrap().then_some(())
+    })
+    .await;
+    message_mentioning(&mock, CHAT, "kill switch ON").await;
+    // The change is told as well, by the bot's watch of the config table.
+    message_mentioning(&mock, CHAT, "kill switch turned on").await;
+
+    mock.queue_message(CHAT, "/status@hoox_bot");
+    message_mentioning(&mock, CHAT, "kill switch: ON").await;
+    mock.queue_message(CHAT, "/dlq");
+    message_mentioning(&mock, CHAT, "dead letters: 0").await;
+    let unknown = uuid::Uuid::new_v4();
+    mock.queue_message(CHAT, &format!("/trace {unknown}"));
+    message_mentioning(&mock, CHAT, &format!("nothing is recorded for {unknown}")).await;
+    assert!(mock.sent().iter().all(|m| m.chat_id == CHAT));
+    assert_eq!(mock.refused_token(), 0);
+
+    let pid = bot.id().expect("still running");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(support::DEADLINE, bot.wait())
+        .await
+        .expect("hoox bot exits after Ctrl-C")
+        .expect("wait");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    app.stop().await;
 }
