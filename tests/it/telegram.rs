@@ -20,6 +20,21 @@ fn api(mock: &MockTelegram) -> BotApi {
     BotApi::new(&mock.url(), SecretString::from(TOKEN.to_owned()), CHAT)
 }
 
+/// Sends Ctrl-C to `child` and asserts that it exits with status 0.
+async fn interrupt(mut child: tokio::process::Child) {
+    let pid = child.id().expect("still running");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(support::DEADLINE, child.wait())
+        .await
+        .expect("it exits after Ctrl-C")
+        .expect("wait");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
 /// Waits until the mock has a message to `chat` mentioning `needle`.
 async fn message_mentioning(mock: &MockTelegram, chat: i64, needle: &str) -> Sent {
     eventually(
@@ -126,7 +141,7 @@ async fn the_bot_obeys_commands_from_its_chat_alone(pool: PgPool) {
     let mock = MockTelegram::start().await;
     let app = TestApp::ingest_only(pool).await;
     app.ready().await;
-    let mut bot = app
+    let bot = app
         .hoox()
         .arg("bot")
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
@@ -166,16 +181,36 @@ async fn the_bot_obeys_commands_from_its_chat_alone(pool: PgPool) {
     assert!(mock.sent().iter().all(|m| m.chat_id == CHAT));
     assert_eq!(mock.refused_token(), 0);
 
-    let pid = bot.id().expect("still running");
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = tokio::time::timeout(support::DEADLINE, bot.wait())
-        .await
-        .expect("hoox bot exits after Ctrl-C")
-        .expect("wait");
-    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    interrupt(bot).await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn hoox_run_with_telegram_notifies_fills_and_answers_the_chat(pool: PgPool) {
+    let mock = MockTelegram::start().await;
+    let app = TestApp::ingest_only(pool).await;
+    let ingest_addr = support::free_addr();
+    let run = app
+        .hoox()
+        .arg("run")
+        .env("HOOX_INGEST_ADDR", &ingest_addr)
+        .env("HOOX_CONSUMER_ADDR", support::free_addr())
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
+        .env("TELEGRAM_API_URL", mock.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hoox run starts");
+    app.ready().await;
+
+    // The test app's ingest queues it; hoox run's consumer fills it and tells the chat.
+    let filled = support::accepted(&app, &support::signal("BTCUSDT")).await;
+    app.wait_for_fill(&filled).await;
+    message_mentioning(&mock, CHAT, &filled).await;
+    mock.queue_message(CHAT, "/status");
+    message_mentioning(&mock, CHAT, "kill switch: off").await;
+
+    interrupt(run).await;
     app.stop().await;
 }
