@@ -45,6 +45,7 @@ pub struct Consumer {
     bounds: BatchBounds,
     connected: Arc<AtomicBool>,
     notifier: Option<Notifier>,
+    alert_after: Duration,
 }
 
 impl Consumer {
@@ -62,14 +63,25 @@ impl Consumer {
             bounds,
             connected: Arc::new(AtomicBool::new(false)),
             notifier: None,
+            alert_after: BROKER_OUTAGE_ALERT,
         }
     }
 
     /// The same consumer, telling `notifier` (when there is one) once per outage when
-    /// it has been without its broker for [`BROKER_OUTAGE_ALERT`].
+    /// it has been without its broker for [`BROKER_OUTAGE_ALERT`] (30 s).
     #[must_use]
     pub fn with_notifier(self, notifier: Option<Notifier>) -> Self {
         Self { notifier, ..self }
+    }
+
+    /// The same consumer, telling its notifier of an outage after `alert_after`
+    /// instead (tests do not wait 30 s).
+    #[must_use]
+    pub fn with_outage_alert_after(self, alert_after: Duration) -> Self {
+        Self {
+            alert_after,
+            ..self
+        }
     }
 
     /// A flag that is true while the consumer holds a broker connection.
@@ -96,7 +108,7 @@ impl Consumer {
                     }
                     let down = down_since.elapsed();
                     if let Some(notifier) = self.notifier.as_ref().filter(|_| !told) {
-                        if down >= BROKER_OUTAGE_ALERT {
+                        if down >= self.alert_after {
                             notifier.broker_lost(down);
                             told = true;
                         }

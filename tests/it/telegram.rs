@@ -1,14 +1,22 @@
-//! Telegram against a local mock of the Bot API: the consumer's notifications of fills
-//! and dead letters, a 429's `retry_after` honoured, and `hoox bot` obeying only its
-//! configured chat.
+//! Telegram against a local mock of the Bot API: the consumer's notifications of fills,
+//! dead letters and broker outages, a 429's `retry_after` honoured, and `hoox bot` (on
+//! its own and inside `hoox run`) obeying only its configured chat.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hoox::commands::kill_switch;
+use hoox_common::amqp::Topology;
 use hoox_common::event::Event;
-use hoox_common::runtime_config::KILL_SWITCH;
+use hoox_common::runtime_config::{RuntimeConfig, KILL_SWITCH};
 use hoox_common::signal::{ExchangeName, Side};
 use hoox_common::telegram::{BotApi, Notifier};
+use hoox_consumer::exchange::paper::Paper;
+use hoox_consumer::exchange::router::ExchangeRouter;
+use hoox_consumer::exchange::Exchange;
+use hoox_consumer::worker::{Worker, WorkerSettings};
+use hoox_consumer::Consumer;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -213,4 +221,49 @@ async fn hoox_run_with_telegram_notifies_fills_and_answers_the_chat(pool: PgPool
 
     interrupt(run).await;
     app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_consumer_without_its_broker_tells_the_chat_once(pool: PgPool) {
+    let mock = MockTelegram::start().await;
+    let token = CancellationToken::new();
+    let (notifier, _sender) = Notifier::start(api(&mock), token.clone());
+    let config = RuntimeConfig::fixed(HashMap::new());
+    let paper: Arc<dyn Exchange> = Arc::new(Paper::new(pool.clone(), config.clone()));
+    let worker = Worker::new(
+        pool,
+        config.clone(),
+        Arc::new(ExchangeRouter::new(vec![paper], config)),
+        WorkerSettings {
+            internal_key: SecretString::from(support::INTERNAL_KEY.to_owned()),
+            signal_max_age: Duration::from_secs(600),
+            retry: Options::default().retry,
+        },
+    );
+    // Nothing listens there: the broker is out of reach from the start.
+    let dead_broker = format!("amqp://guest:guest@{}/%2f", support::free_addr());
+    let consumer = Consumer::new(
+        worker,
+        Topology::new(support::unique_queue(), Options::default().retry),
+        SecretString::from(dead_broker),
+        Options::default().bounds,
+    )
+    .with_notifier(Some(notifier))
+    .with_outage_alert_after(Duration::from_millis(500));
+    let started = Instant::now();
+    let running = tokio::spawn(consumer.run(token.clone()));
+
+    let sent = message_mentioning(&mock, CHAT, "without its message broker").await;
+    assert!(sent.at.duration_since(started) >= Duration::from_millis(500));
+    // Told once per outage. An absence is only seen over time: by 3 s the consumer has
+    // failed to reconnect several more times past the threshold.
+    tokio::time::sleep_until((started + Duration::from_secs(3)).into()).await;
+    let alerts = mock
+        .sent()
+        .iter()
+        .filter(|m| m.text.contains("without its message broker"))
+        .count();
+    assert_eq!(alerts, 1);
+    token.cancel();
+    running.await.expect("the consumer stops");
 }
