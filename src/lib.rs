@@ -24,7 +24,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run ingest and consumer in one process, on local defaults (paper trading).
+    /// Run ingest and consumer (and the Telegram bot, when configured) in one process,
+    /// on local defaults (paper trading).
     ///
     /// Prints the webhook URL and a ready-to-paste curl command. Stops on Ctrl-C after
     /// finishing the batch in flight.
@@ -49,6 +50,12 @@ pub enum Command {
     /// Exits 0 when healthy, 1 when not, with one line per problem. Read-only: creates
     /// no queue and no database.
     Health(Box<commands::health::HealthArgs>),
+    /// The Telegram bot: answers /status, /kill_on, /kill_off, /dlq and /trace from
+    /// TELEGRAM_CHAT_ID alone, and tells it about kill switch changes.
+    ///
+    /// Run exactly one (or `hoox run` with Telegram configured, which runs it inside).
+    /// Stops on Ctrl-C or SIGTERM.
+    Bot(Box<commands::bot::BotArgs>),
 }
 
 #[cfg(test)]

@@ -16,4 +16,5 @@ pub mod runtime_config;
 pub mod shutdown;
 pub mod signal;
 pub mod signing;
+pub mod telegram;
 pub mod telemetry;

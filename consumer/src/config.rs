@@ -36,6 +36,9 @@ pub struct ConsumerArgs {
 
     #[command(flatten)]
     pub exchanges: ExchangeArgs,
+
+    #[command(flatten)]
+    pub telegram: hoox_common::telegram::TelegramArgs,
 }
 
 impl ConsumerArgs {

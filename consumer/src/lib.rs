@@ -10,7 +10,7 @@ pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::State;
@@ -23,6 +23,7 @@ use hoox_common::amqp::{self, Topology};
 use hoox_common::message::{HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_SIGNATURE};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use hoox_common::runtime_config::RuntimeConfig;
+use hoox_common::telegram::{Notifier, BROKER_OUTAGE_ALERT};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -44,6 +45,8 @@ pub struct Consumer {
     amqp_url: SecretString,
     bounds: BatchBounds,
     connected: Arc<AtomicBool>,
+    notifier: Option<Notifier>,
+    alert_after: Duration,
 }
 
 impl Consumer {
@@ -60,6 +63,25 @@ impl Consumer {
             amqp_url,
             bounds,
             connected: Arc::new(AtomicBool::new(false)),
+            notifier: None,
+            alert_after: BROKER_OUTAGE_ALERT,
+        }
+    }
+
+    /// The same consumer, telling `notifier` (when there is one) once per outage when
+    /// it has been without its broker for [`BROKER_OUTAGE_ALERT`] (30 s).
+    #[must_use]
+    pub fn with_notifier(self, notifier: Option<Notifier>) -> Self {
+        Self { notifier, ..self }
+    }
+
+    /// The same consumer, telling its notifier of an outage after `alert_after`
+    /// instead (tests do not wait 30 s).
+    #[must_use]
+    pub fn with_outage_alert_after(self, alert_after: Duration) -> Self {
+        Self {
+            alert_after,
+            ..self
         }
     }
 
@@ -72,11 +94,26 @@ impl Consumer {
     /// broker goes away. A batch in flight is finished before returning.
     pub async fn run(self, token: CancellationToken) {
         let mut reconnect = Reconnect::new();
+        // Since when the broker has been out of reach, and whether the chat was told.
+        let mut down_since = Instant::now();
+        let mut told = false;
         while !token.is_cancelled() {
-            match self.consume(&token).await {
+            let mut reached = false;
+            match self.consume(&token, &mut reached).await {
                 Ok(()) => reconnect = Reconnect::new(),
                 Err(err) => {
                     self.connected.store(false, Ordering::SeqCst);
+                    if reached {
+                        down_since = Instant::now();
+                        told = false;
+                    }
+                    let down = down_since.elapsed();
+                    if let Some(notifier) = self.notifier.as_ref().filter(|_| !told) {
+                        if down >= self.alert_after {
+                            notifier.broker_lost(down);
+                            told = true;
+                        }
+                    }
                     let delay = reconnect.next_delay();
                     tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "consumer lost the message broker; reconnecting");
                     sleep_unless_cancelled(delay, &token).await;
@@ -86,8 +123,9 @@ impl Consumer {
         self.connected.store(false, Ordering::SeqCst);
     }
 
-    /// One connection's worth of consuming; returns `Ok` on shutdown.
-    async fn consume(&self, token: &CancellationToken) -> anyhow::Result<()> {
+    /// One connection's worth of consuming; returns `Ok` on shutdown. Sets `reached`
+    /// once consuming has begun (a later error starts a new outage).
+    async fn consume(&self, token: &CancellationToken, reached: &mut bool) -> anyhow::Result<()> {
         let connection = amqp::connect(&self.amqp_url, "hoox-consumer")
             .await
             .context("connect")?;
@@ -122,6 +160,7 @@ impl Consumer {
             .await
             .context("consume")?;
         self.connected.store(true, Ordering::SeqCst);
+        *reached = true;
         tracing::info!(queue = self.topology.queue(), "consuming");
         let mut events = connection.events_listener();
 
@@ -345,12 +384,14 @@ pub async fn run(
             retry: *topology.retry_policy(),
         },
     );
+    let notifier = args.telegram.notifier(&token);
     let consumer = Consumer::new(
-        worker,
+        worker.with_notifier(notifier.clone()),
         topology,
         service.amqp.amqp_url.clone(),
         args.batch_bounds(),
-    );
+    )
+    .with_notifier(notifier);
     let health = health_router(pool, consumer.connected_flag(), config);
     let server_token = token.clone();
     let server = tokio::spawn(async move {

@@ -19,6 +19,7 @@ use hoox_common::message::{AttemptRecord, DeadReason, DecodeError, QueueMessage}
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
 use hoox_common::runtime_config::RuntimeConfig;
 use hoox_common::signal::ExchangeName;
+use hoox_common::telegram::Notifier;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,7 @@ pub struct Worker {
     config: RuntimeConfig,
     router: Arc<ExchangeRouter>,
     settings: Arc<WorkerSettings>,
+    notifier: Option<Notifier>,
 }
 
 fn log(request_id: Option<Uuid>, event: Event) -> LogEntry {
@@ -149,7 +151,15 @@ impl Worker {
             config,
             router,
             settings: Arc::new(settings),
+            notifier: None,
         }
+    }
+
+    /// The same worker, telling `notifier` (when there is one) about each committed
+    /// fill and dead letter.
+    #[must_use]
+    pub fn with_notifier(self, notifier: Option<Notifier>) -> Self {
+        Self { notifier, ..self }
     }
 
     /// Processes a batch: claims its request ids, then executes what the claim allows.
@@ -272,9 +282,13 @@ impl Worker {
         })
         .await?;
         lease.release().await;
-        // Counted once committed, from the same events as the trail.
+        // Counted and told once committed, from the same events as the trail; the
+        // notifier only queues, so a slow Telegram never holds the batch.
         for entry in &logs {
             hoox_common::metrics::record(&entry.event);
+            if let Some(notifier) = &self.notifier {
+                notifier.notify(&entry.event, entry.request_id);
+            }
         }
         Ok(())
     }

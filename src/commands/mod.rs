@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bot;
 pub mod config;
 pub mod dlq;
 pub mod health;
@@ -22,5 +23,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::KillSwitch(args) => kill_switch::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Health(args) => health::run(*args).await,
+        Command::Bot(args) => bot::run(*args).await,
     }
 }

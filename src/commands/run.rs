@@ -1,4 +1,5 @@
-//! `hoox run`: ingest and consumer in one process, for a laptop.
+//! `hoox run`: ingest and consumer in one process, for a laptop, and the Telegram bot
+//! when it is configured.
 
 use anyhow::Context;
 use hoox_common::config::ServiceArgs;
@@ -72,6 +73,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             hoox_ingest::run(&args, &service, api_key, internal_key, token).await
         })
     };
+    // The bot is no half of the pipeline: if it stops, trading goes on.
+    let bot = args.consumer.telegram.bot_api().map(|api| {
+        let (service, token) = (args.service.clone(), token.clone());
+        println!("  Telegram bot: answering chat {}", api.chat_id());
+        tokio::spawn(async move {
+            let pool =
+                hoox_common::db::connect_with_retry(&service.database.database_url, 3, &token)
+                    .await;
+            let Some(pool) = pool else { return };
+            let served = super::bot::serve(
+                api,
+                pool,
+                service.amqp.amqp_url.clone(),
+                service.amqp.topology(),
+                token,
+            )
+            .await;
+            if let Err(err) = served {
+                tracing::error!(error = %format!("{err:#}"), "Telegram bot stopped");
+            }
+        })
+    });
     let mut consumer = {
         let (args, service, token) = (args.consumer.clone(), args.service.clone(), token.clone());
         tokio::spawn(async move { hoox_consumer::run(&args, &service, internal_key, token).await })
@@ -84,5 +107,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     token.cancel();
     let second = other.await.context("service task")?;
+    if let Some(bot) = bot {
+        bot.await.context("bot task")?;
+    }
     first.and(second)
 }

@@ -30,4 +30,5 @@ mod retry;
 mod secrets;
 mod sources;
 mod support;
+mod telegram;
 mod webhook;

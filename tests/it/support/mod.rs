@@ -7,6 +7,7 @@ pub mod exchanges;
 pub mod ledger;
 pub mod proxy;
 pub mod raw;
+pub mod telegram;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +22,7 @@ use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::RuntimeConfig;
 use hoox_common::signal::WebhookSignal;
+use hoox_common::telegram::Notifier;
 use hoox_consumer::batch::BatchBounds;
 use hoox_consumer::exchange::paper::Paper;
 use hoox_consumer::exchange::router::ExchangeRouter;
@@ -147,6 +149,8 @@ pub struct Options {
     pub limits: Limits,
     /// Ingest's allowlist, trusted proxies and rate limit.
     pub sources: Sources,
+    /// Where the consumers send Telegram notifications; none when `None`.
+    pub notifier: Option<Notifier>,
 }
 
 impl Default for Options {
@@ -168,6 +172,7 @@ impl Default for Options {
             signal_max_age: Duration::from_secs(600),
             limits: Limits::default(),
             sources: Sources::open(),
+            notifier: None,
         }
     }
 }
@@ -195,6 +200,7 @@ struct ConsumerSettings {
     bounds: BatchBounds,
     retry: RetryPolicy,
     signal_max_age: Duration,
+    notifier: Option<Notifier>,
 }
 
 impl TestApp {
@@ -218,6 +224,7 @@ impl TestApp {
             bounds: options.bounds,
             retry: options.retry,
             signal_max_age: options.signal_max_age,
+            notifier: options.notifier,
         };
         let (publisher, supervisor) = Publisher::start(
             SecretString::from(options.ingest_amqp_url),
@@ -278,13 +285,15 @@ impl TestApp {
                 signal_max_age: settings.signal_max_age,
                 retry: settings.retry,
             },
-        );
+        )
+        .with_notifier(settings.notifier.clone());
         let consumer = Consumer::new(
             worker,
             self.topology.clone(),
             SecretString::from(settings.amqp_url.clone()),
             settings.bounds,
-        );
+        )
+        .with_notifier(settings.notifier.clone());
         let token = self.token.child_token();
         let task = tokio::spawn(consumer.run(token.clone()));
         self.consumers.push((token, task));
