@@ -3,6 +3,7 @@
 //! its own and inside `hoox run`) obeying only its configured chat.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -240,8 +241,18 @@ async fn a_consumer_without_its_broker_tells_the_chat_once(pool: PgPool) {
             retry: Options::default().retry,
         },
     );
-    // Nothing listens there: the broker is out of reach from the start.
-    let dead_broker = format!("amqp://guest:guest@{}/%2f", support::free_addr());
+    // A port that takes each connection and drops it at once: the broker is out of
+    // reach from the start, and each reconnect attempt is counted.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_broker = format!("amqp://guest:guest@{}/%2f", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(connection);
+        }
+    });
     let consumer = Consumer::new(
         worker,
         Topology::new(support::unique_queue(), Options::default().retry),
@@ -255,9 +266,13 @@ async fn a_consumer_without_its_broker_tells_the_chat_once(pool: PgPool) {
 
     let sent = message_mentioning(&mock, CHAT, "without its message broker").await;
     assert!(sent.at.duration_since(started) >= Duration::from_millis(500));
-    // Told once per outage. An absence is only seen over time: by 3 s the consumer has
-    // failed to reconnect several more times past the threshold.
-    tokio::time::sleep_until((started + Duration::from_secs(3)).into()).await;
+    // Told once per outage: the alert is checked after each failed reconnect, so two
+    // more failures past the first alert would have sent a second one.
+    let seen = attempts.load(Ordering::SeqCst);
+    support::eventually("two more failed reconnects", || async {
+        (attempts.load(Ordering::SeqCst) >= seen + 2).then_some(())
+    })
+    .await;
     let alerts = mock
         .sent()
         .iter()
