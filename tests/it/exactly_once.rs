@@ -2,16 +2,13 @@
 //! published twice, copies in one batch, copies racing on two consumers, and a dead
 //! letter copied back by hand. One bad signal never takes its batch down with it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use hoox::commands::dlq;
-use hoox_common::runtime_config::RuntimeConfig;
-use hoox_consumer::exchange::router::ExchangeRouter;
 use hoox_consumer::exchange::Exchange;
-use hoox_consumer::worker::{Incoming, Worker, WorkerSettings};
+use hoox_consumer::worker::Incoming;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -289,19 +286,8 @@ async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_
     pool: PgPool,
 ) {
     let ledger = Arc::new(Ledger::default());
-    let config = RuntimeConfig::fixed(HashMap::new());
-    let router = ExchangeRouter::new(vec![ledger.clone() as Arc<dyn Exchange>], config.clone());
     let key = SecretString::from(INTERNAL_KEY.to_owned());
-    let worker = Worker::new(
-        pool.clone(),
-        config,
-        Arc::new(router),
-        WorkerSettings {
-            internal_key: key.clone(),
-            signal_max_age: Duration::from_secs(600),
-            retry: Options::default().retry,
-        },
-    );
+    let worker = crate::support::worker_on(&pool, ledger.clone());
     let message = message_for("BTCUSDT", Utc::now());
     let (body, signature) = message.encode(&key);
     let delivery = Incoming {

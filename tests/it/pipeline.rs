@@ -10,11 +10,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use futures_util::StreamExt;
 use hoox_common::message::{QueueMessage, HEADER_REASON, HEADER_SIGNATURE};
-use hoox_common::runtime_config::RuntimeConfig;
 use hoox_common::signal::{ExchangeName, Leverage, WebhookSignal};
-use hoox_consumer::exchange::router::ExchangeRouter;
 use hoox_consumer::exchange::{Exchange, ExchangeError, OrderAck, OrderRequest};
-use hoox_consumer::worker::{Disposition, Incoming, Worker, WorkerSettings};
+use hoox_consumer::worker::{Disposition, Incoming};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -24,7 +22,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{amqp_url, count, eventually, filled, signal, Options, TestApp, INTERNAL_KEY};
+use crate::support::{amqp_url, count, eventually, filled, signal, TestApp, INTERNAL_KEY};
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn webhook_becomes_exactly_one_fill_and_trace_shows_its_life(pool: PgPool) {
@@ -294,19 +292,8 @@ impl Exchange for Probe {
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(pool: PgPool) {
     let probe = Arc::new(Probe::default());
-    let config = RuntimeConfig::fixed(HashMap::new());
-    let router = ExchangeRouter::new(vec![probe.clone() as Arc<dyn Exchange>], config.clone());
     let key = SecretString::from(INTERNAL_KEY.to_owned());
-    let worker = Worker::new(
-        pool.clone(),
-        config,
-        Arc::new(router),
-        WorkerSettings {
-            internal_key: key.clone(),
-            signal_max_age: Duration::from_secs(600),
-            retry: Options::default().retry,
-        },
-    );
+    let worker = crate::support::worker_on(&pool, probe.clone());
     let order = ["BTCUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT", "BTCUSDT"];
     let messages: Vec<QueueMessage> = order
         .iter()

@@ -677,3 +677,20 @@ pub fn spawn_hoox_at(app: &TestApp) -> (tokio::process::Child, String) {
 pub fn spawn_hoox(app: &TestApp) -> tokio::process::Child {
     spawn_hoox_at(app).0
 }
+
+/// A worker on `pool` routing to `exchange`, with the test apps' key and settings and
+/// a fixed, empty config: for tests that drive batches by hand.
+pub fn worker_on(pool: &PgPool, exchange: Arc<dyn Exchange>) -> Worker {
+    let config = RuntimeConfig::fixed(HashMap::new());
+    let router = ExchangeRouter::new(vec![exchange], config.clone());
+    Worker::new(
+        pool.clone(),
+        config,
+        Arc::new(router),
+        WorkerSettings {
+            internal_key: SecretString::from(INTERNAL_KEY.to_owned()),
+            signal_max_age: Duration::from_secs(600),
+            retry: Options::default().retry,
+        },
+    )
+}
