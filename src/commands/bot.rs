@@ -238,7 +238,7 @@ impl Bot {
                 letter.attempts,
                 letter
                     .age(now)
-                    .map(|age| format!(", {}m ago", age.num_minutes()))
+                    .map(|age| format!(", {} ago", super::age(age.num_seconds())))
                     .unwrap_or_default(),
             );
         }

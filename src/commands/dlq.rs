@@ -302,14 +302,10 @@ pub async fn purge(
 }
 
 fn age(at: Option<DateTime<Utc>>) -> String {
-    let Some(at) = at else { return "-".to_owned() };
-    let secs = (Utc::now() - at).num_seconds().max(0);
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        3600..=86_399 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    }
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| super::age((Utc::now() - at).num_seconds()),
+    )
 }
 
 /// The dead letters as a table for people.

@@ -36,6 +36,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::age;
 use crate::terminal::{self, escape};
 
 /// The prefix of the per-symbol routing overrides in the `config` table.
@@ -597,16 +598,6 @@ async fn inspect_exchanges(
         }
     }
     states
-}
-
-/// `42s`, `7m`, `3h`, `2d`.
-fn age(secs: i64) -> String {
-    match secs.max(0) {
-        secs @ 0..=59 => format!("{secs}s"),
-        secs @ 60..=3599 => format!("{}m", secs / 60),
-        secs @ 3600..=86_399 => format!("{}h", secs / 3600),
-        secs => format!("{}d", secs / 86_400),
-    }
 }
 
 fn yes_no(value: Option<bool>, yes: &str, no: &str) -> String {

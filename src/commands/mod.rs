@@ -12,6 +12,16 @@ pub mod trace;
 
 use crate::{Cli, Command};
 
+/// A duration in seconds as people read an age: `42s`, `7m`, `3h`, `2d`.
+pub fn age(secs: i64) -> String {
+    match secs.max(0) {
+        secs @ 0..=59 => format!("{secs}s"),
+        secs @ 60..=3599 => format!("{}m", secs / 60),
+        secs @ 3600..=86_399 => format!("{}h", secs / 3600),
+        secs => format!("{}d", secs / 86_400),
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
