@@ -57,6 +57,20 @@ async fn message_mentioning(mock: &MockTelegram, chat: i64, needle: &str) -> Sen
     .await
 }
 
+/// `command` configured for the mock Bot API and the test chat, its output discarded.
+fn with_telegram(
+    mut command: tokio::process::Command,
+    mock: &MockTelegram,
+) -> tokio::process::Command {
+    command
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
+        .env("TELEGRAM_API_URL", mock.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn fills_and_dead_letters_are_sent_to_the_configured_chat(pool: PgPool) {
     let mock = MockTelegram::start().await;
@@ -150,14 +164,8 @@ async fn the_bot_obeys_commands_from_its_chat_alone(pool: PgPool) {
     let mock = MockTelegram::start().await;
     let app = TestApp::ingest_only(pool).await;
     app.ready().await;
-    let bot = app
-        .hoox()
+    let bot = with_telegram(app.hoox(), &mock)
         .arg("bot")
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
-        .env("TELEGRAM_API_URL", mock.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("hoox bot starts");
 
@@ -199,16 +207,10 @@ async fn hoox_run_with_telegram_notifies_fills_and_answers_the_chat(pool: PgPool
     let mock = MockTelegram::start().await;
     let app = TestApp::ingest_only(pool).await;
     let ingest_addr = support::free_addr();
-    let run = app
-        .hoox()
+    let run = with_telegram(app.hoox(), &mock)
         .arg("run")
         .env("HOOX_INGEST_ADDR", &ingest_addr)
         .env("HOOX_CONSUMER_ADDR", support::free_addr())
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
-        .env("TELEGRAM_API_URL", mock.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("hoox run starts");
     app.ready().await;
