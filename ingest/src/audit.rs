@@ -1,12 +1,14 @@
-//! Ingest's audit rows, written for concurrent webhooks in shared transactions: an
+//! Ingest's audit rows, written for concurrent webhooks in shared statements: an
 //! accepted signal's `accepted` row commits together with its key's confirmation, and
 //! a refused duplicate's row joins the next batch.
 
-use hoox_common::logs::{insert_logs, LogEntry};
+use std::sync::LazyLock;
+
+use hoox_common::logs::{bind_entries, LogEntry, INSERT_ENTRIES};
 use sqlx::PgPool;
 
 use crate::batch::{self, BatchFailed, Batcher};
-use crate::idempotency::{self, Confirmation};
+use crate::idempotency::Confirmation;
 
 /// One row to write, and the key to confirm in the same transaction, if any.
 #[derive(Debug)]
@@ -17,7 +19,7 @@ pub(crate) struct Record {
     pub(crate) entry: LogEntry,
 }
 
-/// Writes [`Record`]s, many per transaction.
+/// Writes [`Record`]s, many per statement.
 pub(crate) struct Recorder {
     batcher: Batcher<RecordJob>,
 }
@@ -34,7 +36,7 @@ impl Recorder {
         }
     }
 
-    /// Writes `record`; returns once the transaction holding it has committed.
+    /// Writes `record`; returns once the statement holding it has committed.
     pub(crate) async fn record(&self, record: Record) -> Result<(), BatchFailed> {
         self.batcher.submit(record).await
     }
@@ -44,23 +46,40 @@ struct RecordJob {
     pool: PgPool,
 }
 
+/// Confirms the keys bound as `$8` and `$9` and inserts the audit rows, in one
+/// statement: one round trip and one commit for the whole batch.
+static CONFIRM_AND_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+        WITH confirmed AS (
+            UPDATE idempotency_keys k SET confirmed = TRUE
+            FROM UNNEST($8::text[], $9::uuid[]) AS c(key, request_id)
+            WHERE k.key = c.key AND k.request_id = c.request_id
+        )
+        {INSERT_ENTRIES}
+        "#
+    )
+});
+
 impl batch::Job for RecordJob {
     type Item = Record;
     type Output = ();
 
     async fn run(&self, records: Vec<Record>) -> Result<Vec<()>, sqlx::Error> {
         let size = records.len();
-        let (confirmations, entries): (Vec<_>, Vec<_>) =
-            records.into_iter().map(|r| (r.confirm, r.entry)).unzip();
-        let confirmations: Vec<Confirmation> = confirmations.into_iter().flatten().collect();
-        if confirmations.is_empty() {
-            insert_logs(&self.pool, &entries).await?;
-        } else {
-            let mut tx = self.pool.begin().await?;
-            idempotency::confirm_all(&mut *tx, &confirmations).await?;
-            insert_logs(&mut *tx, &entries).await?;
-            tx.commit().await?;
+        let (mut keys, mut ids, mut entries) = (Vec::new(), Vec::new(), Vec::with_capacity(size));
+        for record in records {
+            if let Some(confirm) = record.confirm {
+                keys.push(confirm.key);
+                ids.push(confirm.request_id);
+            }
+            entries.push(record.entry);
         }
+        bind_entries(sqlx::query(&CONFIRM_AND_INSERT), &entries)
+            .bind(keys)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
         Ok(vec![(); size])
     }
 

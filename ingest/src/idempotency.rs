@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hoox_common::signal::{IdempotencyKey, Signal};
 use sha2::{Digest, Sha256};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::batch::{self, BatchFailed, Batcher};
@@ -206,38 +206,14 @@ async fn claim_distinct<'a>(
         .collect())
 }
 
-/// A key to mark confirmed: from then on a request presenting it is a duplicate of
-/// `request_id`.
+/// A key to mark confirmed (by the audit recorder, with the key's `accepted` row): from
+/// then on a request presenting it is a duplicate of `request_id`.
 #[derive(Debug, Clone)]
 pub(crate) struct Confirmation {
     /// The stored key.
     pub(crate) key: String,
     /// The request whose message the broker confirmed.
     pub(crate) request_id: Uuid,
-}
-
-/// Marks `confirmations` confirmed in one statement.
-pub(crate) async fn confirm_all<'e>(
-    executor: impl PgExecutor<'e>,
-    confirmations: &[Confirmation],
-) -> Result<(), sqlx::Error> {
-    if confirmations.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = confirmations.iter().map(|c| c.key.as_str()).collect();
-    let ids: Vec<Uuid> = confirmations.iter().map(|c| c.request_id).collect();
-    sqlx::query(
-        r#"
-        UPDATE idempotency_keys k SET confirmed = TRUE
-        FROM UNNEST($1::text[], $2::uuid[]) AS c(key, request_id)
-        WHERE k.key = c.key AND k.request_id = c.request_id
-        "#,
-    )
-    .bind(&keys)
-    .bind(&ids)
-    .execute(executor)
-    .await?;
-    Ok(())
 }
 
 /// Gives `key` back when the broker refused the message of the request that claimed
