@@ -135,10 +135,18 @@ mod tests {
 
     /// Doubles numbers, one batch per permit of `gate`, remembering each batch's size;
     /// fails a batch holding 0.
-    #[derive(Default)]
     struct Double {
         sizes: Arc<Mutex<Vec<usize>>>,
         gate: Arc<Semaphore>,
+    }
+
+    impl Default for Double {
+        fn default() -> Self {
+            Self {
+                sizes: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+            }
+        }
     }
 
     impl Job for Double {

@@ -9,8 +9,28 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use hoox_ingest::server::Limits;
+
 use crate::support::proxy::TcpProxy;
 use crate::support::{count, eventually, queue_depth, signal, Options, TestApp};
+
+/// An ingest without a consumer that lets one address open a connection per webhook.
+async fn ingest(pool: PgPool) -> TestApp {
+    let app = TestApp::with(
+        pool,
+        Options {
+            consumer: false,
+            limits: Limits {
+                max_connections_per_ip: 1_000,
+                ..Limits::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    app.ready().await;
+    app
+}
 
 fn keyed(key: &str) -> Value {
     let mut body = signal("BTCUSDT");
@@ -60,8 +80,7 @@ async fn post_all(app: &TestApp, keys: &[String]) -> Vec<(String, u16, Option<Uu
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn many_concurrent_webhooks_are_each_accepted_confirmed_and_audited_once(pool: PgPool) {
-    let app = TestApp::ingest_only(pool).await;
-    app.ready().await;
+    let app = ingest(pool).await;
     let names: Vec<String> = (0..200).map(|i| format!("many-{i}")).collect();
     let answers = post_all(&app, &names).await;
 
@@ -86,8 +105,7 @@ async fn many_concurrent_webhooks_are_each_accepted_confirmed_and_audited_once(p
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn concurrent_copies_of_one_key_among_other_webhooks_are_accepted_once(pool: PgPool) {
-    let app = TestApp::ingest_only(pool).await;
-    app.ready().await;
+    let app = ingest(pool).await;
     let mut names: Vec<String> = (0..30).map(|i| format!("other-{i}")).collect();
     names.extend((0..20).map(|_| "same".to_owned()));
     let answers = post_all(&app, &names).await;
@@ -132,8 +150,7 @@ async fn a_failed_claim_batch_refuses_each_of_its_webhooks_and_queues_none_of_th
     .execute(&pool)
     .await
     .unwrap();
-    let app = TestApp::ingest_only(pool).await;
-    app.ready().await;
+    let app = ingest(pool).await;
     let mut names: Vec<String> = (0..60).map(|i| format!("good-{i}")).collect();
     names.extend((0..6).map(|i| format!("poison-{i}")));
     let answers = post_all(&app, &names).await;
@@ -179,8 +196,7 @@ async fn a_failed_audit_batch_leaves_its_keys_unconfirmed_and_resends_queue_unde
     .execute(&pool)
     .await
     .unwrap();
-    let app = TestApp::ingest_only(pool).await;
-    app.ready().await;
+    let app = ingest(pool).await;
     let names: Vec<String> = (0..40).map(|i| format!("audit-{i}")).collect();
     let answers = post_all(&app, &names).await;
     let stored = keys(&app.pool).await;
@@ -217,8 +233,7 @@ async fn a_failed_audit_batch_leaves_its_keys_unconfirmed_and_resends_queue_unde
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn a_publish_the_broker_refuses_releases_its_key_and_the_resend_is_accepted(pool: PgPool) {
-    let app = TestApp::ingest_only(pool).await;
-    app.ready().await;
+    let app = ingest(pool).await;
     // With its queue gone, the broker returns the mandatory message: refused.
     let connection = crate::support::broker().await;
     let channel = connection.create_channel().await.unwrap();
