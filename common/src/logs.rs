@@ -2,7 +2,9 @@
 //! or dead letter, queried by `hoox trace` and streamed by `hoox logs tail`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::event::Event;
@@ -79,14 +81,18 @@ impl LogEntry {
     }
 }
 
-/// Inserts `entries` in one statement.
-pub async fn insert_logs<'e>(
-    executor: impl PgExecutor<'e>,
+/// Inserts rows bound by [`bind_entries`] as `$1` to `$7`; a statement may add its own
+/// parameters from `$8` on (a CTE doing more in the same statement, say).
+pub const INSERT_ENTRIES: &str = r#"
+    INSERT INTO system_logs (created_at, request_id, worker, kind, severity, message, context)
+    SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+"#;
+
+/// Binds the columns of `entries`, in the order [`INSERT_ENTRIES`] reads them.
+pub fn bind_entries<'q>(
+    query: Query<'q, Postgres, PgArguments>,
     entries: &[LogEntry],
-) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
+) -> Query<'q, Postgres, PgArguments> {
     let created: Vec<_> = entries.iter().map(|e| e.created_at).collect();
     let request_ids: Vec<_> = entries.iter().map(|e| e.request_id).collect();
     let workers: Vec<_> = entries.iter().map(|e| e.worker.as_str()).collect();
@@ -97,20 +103,26 @@ pub async fn insert_logs<'e>(
         .collect();
     let messages: Vec<_> = entries.iter().map(|e| e.event.message()).collect();
     let contexts: Vec<_> = entries.iter().map(|e| e.event.context()).collect();
-    sqlx::query(
-        r#"
-        INSERT INTO system_logs (created_at, request_id, worker, kind, severity, message, context)
-        SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-        "#,
-    )
-    .bind(created)
-    .bind(request_ids)
-    .bind(workers)
-    .bind(kinds)
-    .bind(severities)
-    .bind(messages)
-    .bind(contexts)
-    .execute(executor)
-    .await?;
+    query
+        .bind(created)
+        .bind(request_ids)
+        .bind(workers)
+        .bind(kinds)
+        .bind(severities)
+        .bind(messages)
+        .bind(contexts)
+}
+
+/// Inserts `entries` in one statement.
+pub async fn insert_logs<'e>(
+    executor: impl PgExecutor<'e>,
+    entries: &[LogEntry],
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    bind_entries(sqlx::query(INSERT_ENTRIES), entries)
+        .execute(executor)
+        .await?;
     Ok(())
 }

@@ -10,14 +10,16 @@
 //! then it keeps its request id: released if the broker refused the message, kept
 //! when the outcome is unknown, so that a resend publishes again under the same id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use hoox_common::signal::{IdempotencyKey, Signal};
 use sha2::{Digest, Sha256};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::batch::{self, BatchFailed, Batcher};
 
 /// The outcome of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,67 +52,168 @@ pub fn key_for(explicit: Option<&IdempotencyKey>, signal: &Signal) -> String {
     }
 }
 
-/// Claims `key` for `request_id` for `ttl`. An expired key is claimed anew.
-pub async fn claim(
+/// One request's claim: `key` for `request_id`, for `ttl`.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimRequest {
+    /// The stored key.
+    pub(crate) key: String,
+    /// The claiming request.
+    pub(crate) request_id: Uuid,
+    /// How long the key lives once claimed.
+    pub(crate) ttl: Duration,
+}
+
+/// Why a claim has no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    /// The database write shared with concurrent webhooks failed.
+    #[error(transparent)]
+    Batch(#[from] BatchFailed),
+    /// Other requests kept taking and giving back the key while this one tried.
+    #[error("idempotency key changed owner {CLAIM_ROUNDS} times during one claim")]
+    Contended,
+}
+
+/// How often a claim is tried while the key's owner keeps releasing it in between.
+const CLAIM_ROUNDS: usize = 3;
+
+/// Claims keys for concurrent webhooks, many in one statement. Identical keys never
+/// share a statement ([`KeyLocks`] holds one of them back, and a batch is split if
+/// two arrive together anyway): `ON CONFLICT DO UPDATE` cannot touch a row twice.
+pub(crate) struct Claims {
+    batcher: Batcher<ClaimJob>,
+}
+
+impl Claims {
+    /// Starts claiming through `pool`.
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let limits = batch::Limits {
+            max_items: 512,
+            in_flight: 2,
+        };
+        Self {
+            batcher: Batcher::start(ClaimJob { pool }, limits),
+        }
+    }
+
+    /// Claims `key` for `request_id` for `ttl`. An expired key is claimed anew.
+    pub(crate) async fn claim(
+        &self,
+        key: &str,
+        request_id: Uuid,
+        ttl: Duration,
+    ) -> Result<Claim, ClaimError> {
+        let request = ClaimRequest {
+            key: key.to_owned(),
+            request_id,
+            ttl,
+        };
+        // Bounded: another round only when the owner released the key in between.
+        for _ in 0..CLAIM_ROUNDS {
+            if let Some(claim) = self.batcher.submit(request.clone()).await? {
+                return Ok(claim);
+            }
+        }
+        Err(ClaimError::Contended)
+    }
+}
+
+struct ClaimJob {
+    pool: PgPool,
+}
+
+impl batch::Job for ClaimJob {
+    type Item = ClaimRequest;
+    /// `None` when the key's owner gave it back while the claim ran: try again.
+    type Output = Option<Claim>;
+
+    async fn run(&self, items: Vec<ClaimRequest>) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+        let mut answers = vec![None; items.len()];
+        // Rounds of distinct keys: the first of each key, then the next, and so on.
+        let mut rest: Vec<usize> = (0..items.len()).collect();
+        while !rest.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                rest.into_iter().partition(|&i| seen.insert(&items[i].key));
+            let claimed = claim_distinct(&self.pool, round.iter().map(|&i| &items[i])).await?;
+            for (i, claim) in round.into_iter().zip(claimed) {
+                answers[i] = claim;
+            }
+            rest = later;
+        }
+        Ok(answers)
+    }
+
+    fn name(&self) -> &'static str {
+        "idempotency claims"
+    }
+}
+
+/// Claims distinct keys in one statement; one answer per request, in order.
+async fn claim_distinct<'a>(
     pool: &PgPool,
-    key: &str,
-    request_id: Uuid,
-    ttl: Duration,
-) -> Result<Claim, sqlx::Error> {
-    let ttl_secs = ttl.as_secs_f64();
-    // Bounded: the loop only repeats when the owner released the key in between.
-    for _ in 0..3 {
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            r#"
+    requests: impl Iterator<Item = &'a ClaimRequest>,
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let (mut keys, mut ids, mut ttls) = (Vec::new(), Vec::new(), Vec::new());
+    for request in requests {
+        keys.push(request.key.as_str());
+        ids.push(request.request_id);
+        ttls.push(request.ttl.as_secs_f64());
+    }
+    // The insert goes in key order, so two ingest processes claiming overlapping keys
+    // lock them in the same order and cannot deadlock. A key some other transaction
+    // inserted after this statement's snapshot conflicts but is invisible to the final
+    // SELECT: its owner comes back NULL, and the claim is tried again.
+    let rows: Vec<(bool, Option<Uuid>, Option<bool>)> = sqlx::query_as(
+        r#"
+        WITH wanted AS (
+            SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::float8[])
+                WITH ORDINALITY AS w(key, request_id, ttl_secs, position)
+        ),
+        claimed AS (
             INSERT INTO idempotency_keys (key, request_id, expires_at, confirmed)
-            VALUES ($1, $2, now() + make_interval(secs => $3), FALSE)
+            SELECT key, request_id, now() + make_interval(secs => ttl_secs), FALSE
+            FROM wanted ORDER BY key
             ON CONFLICT (key) DO UPDATE
                 SET request_id = EXCLUDED.request_id,
                     created_at = now(),
                     expires_at = EXCLUDED.expires_at,
                     confirmed = FALSE
                 WHERE idempotency_keys.expires_at <= now()
-            RETURNING request_id
-            "#,
+            RETURNING key
         )
-        .bind(key)
-        .bind(request_id)
-        .bind(ttl_secs)
-        .fetch_optional(pool)
-        .await?;
-        if claimed.is_some() {
-            return Ok(Claim::Claimed);
-        }
-        let owner: Option<(Uuid, bool)> = sqlx::query_as(
-            "SELECT request_id, confirmed FROM idempotency_keys WHERE key = $1 AND expires_at > now()",
-        )
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
-        match owner {
-            Some((owner, true)) => return Ok(Claim::Duplicate(owner)),
-            Some((owner, false)) => return Ok(Claim::Unconfirmed(owner)),
-            None => {}
-        }
-    }
-    Err(sqlx::Error::Protocol(
-        "idempotency key changed owner three times during one claim".to_owned(),
-    ))
+        SELECT claimed.key IS NOT NULL, owner.request_id, owner.confirmed
+        FROM wanted
+        LEFT JOIN claimed ON claimed.key = wanted.key
+        LEFT JOIN idempotency_keys owner
+            ON claimed.key IS NULL AND owner.key = wanted.key AND owner.expires_at > now()
+        ORDER BY wanted.position
+        "#,
+    )
+    .bind(&keys)
+    .bind(&ids)
+    .bind(&ttls)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| match row {
+            (true, _, _) => Some(Claim::Claimed),
+            (false, Some(owner), Some(true)) => Some(Claim::Duplicate(owner)),
+            (false, Some(owner), Some(false)) => Some(Claim::Unconfirmed(owner)),
+            (false, _, _) => None,
+        })
+        .collect())
 }
 
-/// Marks `key` confirmed: from now on a request presenting it is a duplicate of
-/// `request_id`.
-pub async fn confirm<'e>(
-    executor: impl PgExecutor<'e>,
-    key: &str,
-    request_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE idempotency_keys SET confirmed = TRUE WHERE key = $1 AND request_id = $2")
-        .bind(key)
-        .bind(request_id)
-        .execute(executor)
-        .await?;
-    Ok(())
+/// A key to mark confirmed (by the audit recorder, with the key's `accepted` row): from
+/// then on a request presenting it is a duplicate of `request_id`.
+#[derive(Debug, Clone)]
+pub(crate) struct Confirmation {
+    /// The stored key.
+    pub(crate) key: String,
+    /// The request whose message the broker confirmed.
+    pub(crate) request_id: Uuid,
 }
 
 /// Gives `key` back when the broker refused the message of the request that claimed

@@ -1,6 +1,8 @@
 //! The webhook service: validates signals, authenticates their producer, refuses
 //! duplicates, and queues them with a confirmed, persistent publish.
 
+mod audit;
+mod batch;
 pub mod config;
 pub mod error;
 pub mod idempotency;
@@ -42,6 +44,10 @@ pub struct AppState {
     pub(crate) tasks: TaskTracker,
     /// Identical webhooks in flight take turns.
     pub(crate) key_locks: Arc<idempotency::KeyLocks>,
+    /// Concurrent webhooks' key claims, many per statement.
+    pub(crate) claims: Arc<idempotency::Claims>,
+    /// Concurrent webhooks' audit rows and key confirmations, many per transaction.
+    pub(crate) recorder: Arc<audit::Recorder>,
 }
 
 /// The shared parts of [`AppState`].
@@ -67,9 +73,12 @@ pub struct Inner {
 }
 
 impl AppState {
-    /// Wraps the shared parts.
+    /// Wraps the shared parts, and starts the tasks that write for many webhooks at
+    /// once (they stop when the last clone of the state is dropped).
     pub fn new(inner: Inner) -> Self {
         Self {
+            claims: Arc::new(idempotency::Claims::start(inner.pool.clone())),
+            recorder: Arc::new(audit::Recorder::start(inner.pool.clone())),
             inner: Arc::new(inner),
             tasks: TaskTracker::new(),
             key_locks: Arc::default(),
@@ -79,8 +88,14 @@ impl AppState {
     /// Waits, at most `limit`, until every webhook in flight and every late confirm
     /// has been recorded; no new one can start once this is called.
     pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
         self.tasks.close();
-        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+        // Webhooks first: the last of them may still hand a late verdict over.
+        let answered = tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        answered && self.publisher.settle_late_verdicts(left).await
     }
 }
 

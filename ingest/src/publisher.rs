@@ -5,39 +5,69 @@
 //! channel; it reconnects when the connection reports an error or a publish fails. A
 //! publish never waits for a connection: with none, it fails at once, and the webhook
 //! answers 503 so the producer resends.
+//!
+//! A publish is the whole job: send, wait for the confirm at most [`CONFIRM_TIMEOUT`],
+//! and hand the broker's verdict to the caller's [`Settle`] whenever it comes. Publishes
+//! of concurrent webhooks share the channel, so their confirms overlap.
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hoox_common::amqp::{self, Topology};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Event, PublisherConfirm};
+use lapin::{Channel, Event};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
-/// Why a message was not confirmed by the broker.
+/// How long a publish waits for the broker's confirm. TradingView gives up after 3 s;
+/// answering 503 before that lets it resend.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// What the broker decided about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The broker has the message on disk.
+    Confirmed,
+    /// The broker does not have it, and never will.
+    Refused,
+}
+
+/// Records a message's fate once the broker has decided it, however late: the caller
+/// of [`Publisher::publish`] says what a verdict means for its message.
+pub trait Settle: Send + 'static {
+    /// Records `verdict`.
+    fn settle(self, verdict: Verdict) -> impl Future<Output = ()> + Send;
+}
+
+/// Why a publish was not confirmed, and whether the broker may have the message.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// No live connection to the broker.
+    /// No live connection to the broker: the message was never sent.
     #[error("message broker unreachable")]
     Unavailable,
     /// The broker refused or could not route the message.
     #[error("message broker did not accept the message: {0}")]
-    Refused(String),
-    /// The connection failed while the message was in flight.
-    #[error("message broker connection failed: {0}")]
-    Broken(#[from] lapin::Error),
+    Refused(#[source] amqp::PublishError),
+    /// The connection failed after the message was handed to it, before the verdict.
+    #[error("message broker connection failed before its confirm: {0}")]
+    ConnectionLost(#[source] lapin::Error),
+    /// The verdict did not come within [`CONFIRM_TIMEOUT`]; it is settled when it does.
+    #[error("message broker did not confirm within {} ms", CONFIRM_TIMEOUT.as_millis())]
+    TimedOut,
 }
 
 impl PublishError {
-    /// Whether the broker may have the message after all: it was handed to the
-    /// connection, and the connection failed before the broker's verdict came back.
+    /// Whether the broker may have the message after all.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Self::Broken(_))
+        matches!(self, Self::ConnectionLost(_) | Self::TimedOut)
     }
 }
 
@@ -52,28 +82,6 @@ enum SetupError {
     Broker(#[from] lapin::Error),
 }
 
-/// A publish the broker has received but not yet confirmed.
-pub struct Pending {
-    confirm: PublisherConfirm,
-    publisher: Publisher,
-}
-
-impl Pending {
-    /// Waits for the broker's verdict: `Ok` only when it has the message on disk.
-    pub async fn confirmed(self) -> Result<(), PublishError> {
-        let queue = self.publisher.inner.topology.queue();
-        let result = match self.confirm.await {
-            Ok(confirmation) => amqp::confirmed(confirmation, queue)
-                .map_err(|err| PublishError::Refused(err.to_string())),
-            Err(err) => Err(PublishError::Broken(err)),
-        };
-        if result.is_err() {
-            self.publisher.reconnect();
-        }
-        result
-    }
-}
-
 /// A supervised, confirming publisher to the main queue.
 #[derive(Clone)]
 pub struct Publisher {
@@ -84,6 +92,8 @@ struct Inner {
     channel: RwLock<Option<Channel>>,
     broken: Notify,
     topology: Topology,
+    /// Verdicts that came after [`CONFIRM_TIMEOUT`], still to be settled.
+    late: TaskTracker,
 }
 
 impl Publisher {
@@ -99,6 +109,7 @@ impl Publisher {
                 channel: RwLock::new(None),
                 broken: Notify::new(),
                 topology,
+                late: TaskTracker::new(),
             }),
         };
         let supervisor = tokio::spawn(publisher.clone().supervise(url, token));
@@ -110,13 +121,59 @@ impl Publisher {
         self.current().is_some_and(|c| c.status().connected())
     }
 
-    /// Publishes one persistent, mandatory message to the main queue.
+    /// Publishes one persistent, mandatory, signed message to the main queue and waits
+    /// for the broker's verdict, at most [`CONFIRM_TIMEOUT`]. Every verdict the broker
+    /// gives is passed to `settle` before this returns, or when it comes if later; when
+    /// the outcome stays unknown (the connection failed), `settle` is never called.
     pub async fn publish(
         &self,
         request_id: Uuid,
         body: &[u8],
         signature: &str,
-    ) -> Result<Pending, PublishError> {
+        settle: impl Settle,
+    ) -> Result<(), PublishError> {
+        let mut verdict = match self.send(request_id, body, signature).await {
+            Ok(verdict) => verdict,
+            Err(err) => return Err(settled(err, settle).await),
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, &mut verdict).await {
+            Ok(Ok(())) => {
+                settle.settle(Verdict::Confirmed).await;
+                Ok(())
+            }
+            Ok(Err(err)) => Err(settled(err, settle).await),
+            Err(_) => {
+                // The verdict is still coming: settle it when it does, so the
+                // producer's resend meets a duplicate (confirmed) or a free key.
+                self.inner.late.spawn(
+                    async move {
+                        match verdict.await {
+                            Ok(()) => settle.settle(Verdict::Confirmed).await,
+                            Err(err) => drop(settled(err, settle).await),
+                        }
+                    }
+                    .in_current_span(),
+                );
+                Err(PublishError::TimedOut)
+            }
+        }
+    }
+
+    /// Waits, at most `limit`, until every late verdict has been settled.
+    pub async fn settle_late_verdicts(&self, limit: Duration) -> bool {
+        self.inner.late.close();
+        tokio::time::timeout(limit, self.inner.late.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Hands the message to the connection; the returned future is the broker's verdict.
+    async fn send(
+        &self,
+        request_id: Uuid,
+        body: &[u8],
+        signature: &str,
+    ) -> Result<impl Future<Output = Result<(), PublishError>> + Send + Unpin, PublishError> {
         let channel = self.current().ok_or(PublishError::Unavailable)?;
         if !channel.status().connected() {
             // A channel that died without a connection error event (or before it came):
@@ -127,19 +184,27 @@ impl Publisher {
         }
         let id = request_id.to_string();
         let headers = amqp::signed_headers(Some(signature), Some(&id));
-        let confirm = amqp::publish(
-            &channel,
-            self.inner.topology.queue(),
-            body,
-            headers,
-            Some(&id),
-        )
-        .await
-        .inspect_err(|_| self.reconnect())?;
-        Ok(Pending {
-            confirm,
-            publisher: self.clone(),
-        })
+        let queue = self.inner.topology.queue();
+        let confirm = amqp::publish(&channel, queue, body, headers, Some(&id))
+            .await
+            .map_err(|err| {
+                self.reconnect();
+                PublishError::ConnectionLost(err)
+            })?;
+        let started = Instant::now();
+        let publisher = self.clone();
+        Ok(Box::pin(async move {
+            let verdict = match confirm.await {
+                Ok(confirmation) => amqp::confirmed(confirmation, publisher.inner.topology.queue())
+                    .map_err(PublishError::Refused),
+                Err(err) => Err(PublishError::ConnectionLost(err)),
+            };
+            hoox_common::metrics::publish_took(started.elapsed());
+            if verdict.is_err() {
+                publisher.reconnect();
+            }
+            verdict
+        }))
     }
 
     fn current(&self) -> Option<Channel> {
@@ -209,4 +274,12 @@ impl Publisher {
             let _ = connection.close(200, "reconnecting".into()).await;
         }
     }
+}
+
+/// Settles a failed publish whose message the broker does not have; returns `err`.
+async fn settled(err: PublishError, settle: impl Settle) -> PublishError {
+    if !err.outcome_unknown() {
+        settle.settle(Verdict::Refused).await;
+    }
+    err
 }

@@ -9,6 +9,7 @@
     reason = "helpers are `pub` for the test modules; this binary exports nothing"
 )]
 
+mod batching;
 mod cluster;
 mod config;
 mod connections;

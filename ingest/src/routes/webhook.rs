@@ -17,7 +17,7 @@ use axum::Json;
 use chrono::Utc;
 use hoox_common::event::Event;
 use hoox_common::json::{self, ObjectError};
-use hoox_common::logs::{insert_logs, LogEntry, Worker};
+use hoox_common::logs::{LogEntry, Worker};
 use hoox_common::message::QueueMessage;
 use hoox_common::runtime_config::{secret_matches, WEBHOOK_API_KEY};
 use hoox_common::signal::{IdempotencyKey, Signal, WebhookSignal};
@@ -27,16 +27,14 @@ use serde_json::{json, Map, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::audit::Record;
 use crate::error::ApiError;
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Claim, Confirmation};
+use crate::publisher::{Settle, Verdict};
 use crate::AppState;
 
 /// Largest body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// How long a webhook waits for the broker's confirm. TradingView gives up after 3 s;
-/// answering 503 before that lets it resend.
-const CONFIRM_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// Counts every answer to `POST /webhook` by status and times it, whatever layer gave
 /// the answer (the outermost layer sees the envelope, the timeout and the 413 alike).
@@ -195,16 +193,6 @@ fn header_idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>,
     IdempotencyKey::parse(text).map(Some).map_err(invalid)
 }
 
-/// How a publish ended, as far as ingest can know.
-enum Published {
-    /// The broker has the message on disk.
-    Confirmed,
-    /// The broker does not have it.
-    Refused(crate::publisher::PublishError),
-    /// The broker may or may not have it.
-    Unknown(&'static str),
-}
-
 async fn accept(
     state: AppState,
     request_id: Uuid,
@@ -221,10 +209,10 @@ async fn accept(
     // Identical webhooks in this process take turns: the second then finds the first
     // confirmed (409) or released (its own claim), never a publish in flight.
     let _turn = state.key_locks.lock(&key).await;
-    let (request_id, resent) = match idempotency::claim(&state.pool, &key, request_id, ttl).await {
+    let (request_id, resent) = match state.claims.claim(&key, request_id, ttl).await {
         Ok(Claim::Claimed) => (request_id, false),
         Ok(Claim::Duplicate(first)) => {
-            tracing::info!(first_request_id = %first, "duplicate signal refused");
+            tracing::debug!(first_request_id = %first, "duplicate signal refused");
             // In the first signal's trail: its producer resent it, and was told so.
             let refused = LogEntry::now(
                 Worker::Ingest,
@@ -233,7 +221,11 @@ async fn accept(
                     idempotency_key: idempotency::is_explicit(&key),
                 },
             );
-            if let Err(err) = insert_logs(&state.pool, &[refused]).await {
+            let record = Record {
+                confirm: None,
+                entry: refused,
+            };
+            if let Err(err) = state.recorder.record(record).await {
                 tracing::warn!(error = %err, "duplicate refusal not recorded");
             }
             return Err(ApiError::Duplicate(first));
@@ -247,114 +239,91 @@ async fn accept(
             return Err(ApiError::Unavailable("database unavailable"));
         }
     };
-    let span = tracing::Span::current();
-    span.record("request_id", tracing::field::display(request_id));
+    tracing::Span::current().record("request_id", tracing::field::display(request_id));
 
     let message = QueueMessage::new(request_id, received_at, signal);
-    match publish(&state, &message, &key).await {
-        Published::Confirmed => {}
-        Published::Refused(err) => {
-            tracing::warn!(error = %err, "signal not queued");
-            // A resent claim keeps its id: its earlier publish may still have landed.
-            if !resent {
-                if let Err(release_err) = idempotency::release(&state.pool, &key, request_id).await
-                {
-                    tracing::error!(error = %release_err, "cannot release the idempotency key");
-                }
-            }
-            return Err(ApiError::Unavailable("message broker unavailable"));
-        }
-        Published::Unknown(why) => {
-            tracing::warn!(
-                reason = why,
-                "signal's publish outcome unknown; its key keeps the request id for the resend"
-            );
-            return Err(ApiError::Unavailable(why));
-        }
-    }
-    if let Err(err) = record_accepted(&state, &key, &message, resent).await {
-        // The broker has the signal: a failure to write the audit row must not turn
-        // the answer into an error the producer would resend. The key stays
-        // unconfirmed, so a resend is queued again under this id, which the consumer
-        // executes at most once.
-        tracing::error!(error = %err, "signal queued but its key and audit row were not written");
-    }
-    tracing::info!("signal queued");
-    Ok(request_id)
-}
-
-/// Publishes `message` and waits for the broker's verdict, at most [`CONFIRM_TIMEOUT`]. A
-/// verdict that comes later is still recorded: confirmed, or the key released.
-async fn publish(state: &AppState, message: &QueueMessage, key: &str) -> Published {
     let (body, signature) = message.encode(&state.internal_key);
-    let pending = match state
+    let settlement = Settlement {
+        state: state.clone(),
+        key,
+        message,
+        resent,
+    };
+    match state
         .publisher
-        .publish(message.request_id, &body, &signature)
+        .publish(request_id, &body, &signature, settlement)
         .await
     {
-        Ok(pending) => pending,
+        Ok(()) => {
+            tracing::debug!("signal queued");
+            Ok(request_id)
+        }
         Err(err) if err.outcome_unknown() => {
-            return Published::Unknown("message broker connection failed")
+            tracing::warn!(error = %err, "signal's publish outcome unknown; its key keeps the request id for the resend");
+            Err(ApiError::Unavailable(
+                "message broker did not confirm the signal",
+            ))
         }
-        Err(err) => return Published::Refused(err),
-    };
-    let started = Instant::now();
-    let mut confirm = state.tasks.spawn(async move {
-        let confirmed = pending.confirmed().await;
-        hoox_common::metrics::publish_took(started.elapsed());
-        confirmed
-    });
-    match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
-        Ok(Ok(Ok(()))) => Published::Confirmed,
-        Ok(Ok(Err(err))) if err.outcome_unknown() => {
-            Published::Unknown("message broker connection failed before its confirm")
-        }
-        Ok(Ok(Err(err))) => Published::Refused(err),
-        Ok(Err(_)) => Published::Unknown("internal error while waiting for the broker"),
-        Err(_) => {
-            // The verdict is still coming: record it when it does, so the producer's
-            // resend meets a duplicate (confirmed) or a free key (refused).
-            let (state, key, message) = (state.clone(), key.to_owned(), message.clone());
-            state.tasks.clone().spawn(
-                async move {
-                    match confirm.await {
-                        Ok(Ok(())) => {
-                            if let Err(err) = record_accepted(&state, &key, &message, false).await {
-                                tracing::error!(error = %err, "late-confirmed signal's key and audit row were not written");
-                            }
-                        }
-                        Ok(Err(err)) if !err.outcome_unknown() => {
-                            let _ = idempotency::release(&state.pool, &key, message.request_id).await;
-                        }
-                        _ => {}
-                    }
-                }
-                .in_current_span(),
-            );
-            Published::Unknown("message broker did not confirm in time")
+        Err(err) => {
+            tracing::warn!(error = %err, "signal not queued");
+            Err(ApiError::Unavailable("message broker unavailable"))
         }
     }
 }
 
-/// Marks the key confirmed and writes the audit row, in one transaction.
-async fn record_accepted(
-    state: &AppState,
-    key: &str,
-    message: &QueueMessage,
+/// What the broker's verdict on a webhook's message means for its key and its trail.
+struct Settlement {
+    state: AppState,
+    key: String,
+    message: QueueMessage,
+    /// Whether this publish repeats one whose outcome is unknown.
     resent: bool,
-) -> Result<(), sqlx::Error> {
-    let entry = LogEntry {
-        created_at: message.received_at,
-        request_id: Some(message.request_id),
-        worker: Worker::Ingest,
-        event: Event::Accepted {
-            signal: message.signal.clone(),
-            idempotency_key: idempotency::is_explicit(key),
+}
+
+impl Settle for Settlement {
+    /// Confirmed: the key is confirmed and the `accepted` row written, in one
+    /// transaction. Refused: the key is released so the producer's resend is accepted,
+    /// unless this was a resend, whose earlier publish may still have landed.
+    async fn settle(self, verdict: Verdict) {
+        let Self {
+            state,
+            key,
+            message,
             resent,
-        },
-    };
-    let mut tx = state.pool.begin().await?;
-    idempotency::confirm(&mut *tx, key, message.request_id).await?;
-    insert_logs(&mut *tx, &[entry]).await?;
-    tx.commit().await
+        } = self;
+        match verdict {
+            Verdict::Confirmed => {
+                let record = Record {
+                    confirm: Some(Confirmation {
+                        key: key.clone(),
+                        request_id: message.request_id,
+                    }),
+                    entry: LogEntry {
+                        created_at: message.received_at,
+                        request_id: Some(message.request_id),
+                        worker: Worker::Ingest,
+                        event: Event::Accepted {
+                            idempotency_key: idempotency::is_explicit(&key),
+                            signal: message.signal,
+                            resent,
+                        },
+                    },
+                };
+                if let Err(err) = state.recorder.record(record).await {
+                    // The broker has the signal: a failure to write the audit row must
+                    // not turn the answer into an error the producer would resend. The
+                    // key stays unconfirmed, so a resend is queued again under this id,
+                    // which the consumer executes at most once.
+                    tracing::error!(error = %err, "signal queued but its key and audit row were not written");
+                }
+            }
+            Verdict::Refused if resent => {}
+            Verdict::Refused => {
+                if let Err(err) = idempotency::release(&state.pool, &key, message.request_id).await
+                {
+                    tracing::error!(error = %err, "cannot release the idempotency key");
+                }
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -13,6 +14,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    paused: watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -22,7 +24,9 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("proxy addr");
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
-        let (accept_up, accept_generation) = (Arc::clone(&up), generation.clone());
+        let (paused, _) = watch::channel(false);
+        let (accept_up, accept_generation, accept_paused) =
+            (Arc::clone(&up), generation.clone(), paused.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
@@ -30,13 +34,17 @@ impl TcpProxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let (up_paused, down_paused) =
+                    (accept_paused.subscribe(), accept_paused.subscribe());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = forward(client_read, server_write, up_paused) => {}
+                        () = forward(server_read, client_write, down_paused) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -46,6 +54,7 @@ impl TcpProxy {
             addr,
             up,
             generation,
+            paused,
         }
     }
 
@@ -68,5 +77,34 @@ impl TcpProxy {
     /// Accepts connections again.
     pub fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds every byte in both directions, keeping the connections open: a broker
+    /// that has gone silent.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Delivers what was held, and forwards again.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to` until either closes, holding each chunk while paused.
+async fn forward(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut paused: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
