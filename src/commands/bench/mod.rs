@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hoox_common::amqp::{self, Topology};
-use hoox_common::config::{AmqpUrlParser, DatabaseArgs, DEFAULT_AMQP_URL};
+use hoox_common::config::{parse_secret, AmqpUrlParser, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
 use hoox_common::message::QueueMessage;
 use hoox_common::retry::RetryPolicy;
 use hoox_consumer::exchange::ClientOrderId;
@@ -67,10 +67,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub batch_size: u16,
 
-    /// The PostgreSQL server; the bench creates a database `hoox_bench_<random>` there
-    /// and drops it at the end.
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    /// PostgreSQL URL; the bench creates a database `hoox_bench_<random>` on its server and drops it at the end [default: postgres://postgres@127.0.0.1:5432/hoox]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        value_parser = parse_secret,
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub database_url: SecretString,
 
     /// RabbitMQ URL; the bench's queues are named `hoox-bench-<random>…` and deleted at the end [default: amqp://guest:guest@127.0.0.1:5672/%2f]
     #[arg(
@@ -352,7 +358,7 @@ impl Bench {
         let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut figures = Vec::new();
 
-        let database_url = bench_database_url(&self.args.database.database_url, &self.id)?;
+        let database_url = bench_database_url(&self.args.database_url, &self.id)?;
         self.database_url = Some(database_url.clone());
         progress(&format!("creating database hoox_bench_{}", self.id));
         let pool = hoox_common::db::connect_and_migrate(&database_url, 4)
@@ -388,8 +394,19 @@ impl Bench {
         for service in std::mem::take(&mut self.services) {
             service.stop().await?;
         }
-        figures.push(memory("ingest", ingest_rss).target("<= 50 MB"));
-        figures.push(memory("consumer", self.consumer_rss));
+        match (ingest_rss, self.consumer_rss) {
+            (Some(ingest), Some(consumer)) => figures.extend([
+                memory("ingest", ingest).target("<= 50 MB"),
+                memory("consumer", consumer),
+            ]),
+            _ => self
+                .warnings
+                .push("peak memory is read from /proc, which this system lacks".to_owned()),
+        }
+        if cfg!(debug_assertions) {
+            self.warnings
+                .push("a debug build: its figures say little about a release build".to_owned());
+        }
         if mock.refused() > 0 {
             self.warnings.push(format!(
                 "the mock exchange refused {} requests of the consumers (bad signature or body)",
@@ -864,10 +881,7 @@ impl Bench {
         let answer = load::send(client, target, n, WEBHOOK_TIMEOUT).await;
         match answer.request_id {
             Some(id) => Ok(id),
-            None => bail!(
-                "ingest did not accept a single webhook (status {})",
-                answer.status
-            ),
+            None => bail!("ingest did not accept a webhook (status {})", answer.status),
         }
     }
 
@@ -908,12 +922,12 @@ fn link(id: Uuid) -> String {
     ClientOrderId::from_request_id(id).as_str().to_owned()
 }
 
-fn memory(part: &str, bytes: Option<u64>) -> Figure {
+fn memory(part: &str, bytes: u64) -> Figure {
     Figure::new(
         &format!("memory.{part}"),
         "memory",
         format!("{part} peak RSS"),
-        bytes.unwrap_or_default() as f64,
+        bytes as f64,
         Unit::Bytes,
     )
 }
