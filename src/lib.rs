@@ -56,6 +56,14 @@ pub enum Command {
     /// Run exactly one (or `hoox run` with Telegram configured, which runs it inside).
     /// Stops on Ctrl-C or SIGTERM.
     Bot(Box<commands::bot::BotArgs>),
+    /// Measure this machine's ceilings and how much of them hoox gets: ingest's
+    /// webhooks/s and latency, signal-to-order latency, the consumer's orders/s with 1,
+    /// 2 and 4 consumers, and peak memory.
+    ///
+    /// Runs `hoox-ingest` and `hoox-consumer` from this hoox's folder against the local
+    /// RabbitMQ and PostgreSQL, on a database and queues of its own that it removes at
+    /// the end. `--quick` takes under a minute, the full run under ten.
+    Bench(Box<commands::bench::BenchArgs>),
 }
 
 #[cfg(test)]

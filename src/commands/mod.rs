@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod bot;
 pub mod config;
 pub mod dlq;
@@ -34,5 +35,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(args).await,
         Command::Health(args) => health::run(*args).await,
         Command::Bot(args) => bot::run(*args).await,
+        Command::Bench(args) => bench::run(*args).await,
     }
 }
