@@ -47,14 +47,16 @@ struct RecordJob {
 }
 
 /// Confirms the keys bound as `$8` and `$9` and inserts the audit rows, in one
-/// statement: one round trip and one commit for the whole batch.
+/// statement: one round trip and one commit for the whole batch. The keys are found
+/// through `key = ANY`, an index lookup whatever the batch's size (an `UPDATE … FROM
+/// UNNEST` may be planned as a hash join over the whole table).
 static CONFIRM_AND_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
         WITH confirmed AS (
             UPDATE idempotency_keys k SET confirmed = TRUE
-            FROM UNNEST($8::text[], $9::uuid[]) AS c(key, request_id)
-            WHERE k.key = c.key AND k.request_id = c.request_id
+            WHERE k.key = ANY($8::text[])
+                AND (k.key, k.request_id) IN (SELECT * FROM UNNEST($8::text[], $9::uuid[]))
         )
         {INSERT_ENTRIES}
         "#

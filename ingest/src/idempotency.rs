@@ -163,7 +163,9 @@ async fn claim_distinct<'a>(
     // The insert goes in key order, so two ingest processes claiming overlapping keys
     // lock them in the same order and cannot deadlock. A key some other transaction
     // inserted after this statement's snapshot conflicts but is invisible to the final
-    // SELECT: its owner comes back NULL, and the claim is tried again.
+    // SELECT: its owner comes back NULL, and the claim is tried again. The owner is
+    // looked up key by key (a LATERAL with LIMIT, which the planner cannot flatten):
+    // joined plainly, a large batch made it hash the whole table, all of a day's keys.
     let rows: Vec<(bool, Option<Uuid>, Option<bool>)> = sqlx::query_as(
         r#"
         WITH wanted AS (
@@ -185,8 +187,11 @@ async fn claim_distinct<'a>(
         SELECT claimed.key IS NOT NULL, owner.request_id, owner.confirmed
         FROM wanted
         LEFT JOIN claimed ON claimed.key = wanted.key
-        LEFT JOIN idempotency_keys owner
-            ON claimed.key IS NULL AND owner.key = wanted.key AND owner.expires_at > now()
+        LEFT JOIN LATERAL (
+            SELECT o.request_id, o.confirmed FROM idempotency_keys o
+            WHERE claimed.key IS NULL AND o.key = wanted.key AND o.expires_at > now()
+            LIMIT 1
+        ) owner ON TRUE
         ORDER BY wanted.position
         "#,
     )
