@@ -19,10 +19,17 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// The server probes an idle connection after 10 s, every 5 s, three times: a process
 /// that died without closing its connection (power loss, a cut network) loses its
 /// session, and the consumer's advisory locks with it, within about 25 s.
-const DEAD_PEER_PROBES: [(&str, &str); 3] = [
+///
+/// Every statement is planned for its own parameters: a prepared statement otherwise
+/// switches to one generic plan after five runs, and a plan made while a table was
+/// small (a fresh deployment, the first seconds of a burst) went on scanning it whole
+/// once it held tens of thousands of keys. hoox's batched statements bind arrays whose
+/// length the planner only sees in a custom plan; planning costs far less than a scan.
+const SESSION_SETTINGS: [(&str, &str); 4] = [
     ("tcp_keepalives_idle", "10"),
     ("tcp_keepalives_interval", "5"),
     ("tcp_keepalives_count", "3"),
+    ("plan_cache_mode", "force_custom_plan"),
 ];
 
 /// Why the database could not be made ready.
@@ -179,7 +186,7 @@ pub async fn connect_and_migrate(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(PgConnectOptions::from_str(url)?.options(DEAD_PEER_PROBES))
+        .connect_with(PgConnectOptions::from_str(url)?.options(SESSION_SETTINGS))
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
