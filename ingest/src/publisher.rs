@@ -56,14 +56,14 @@ enum SetupError {
 pub struct Pending {
     confirm: PublisherConfirm,
     publisher: Publisher,
+    queue: String,
 }
 
 impl Pending {
     /// Waits for the broker's verdict: `Ok` only when it has the message on disk.
     pub async fn confirmed(self) -> Result<(), PublishError> {
-        let queue = self.publisher.inner.topology.queue();
         let result = match self.confirm.await {
-            Ok(confirmation) => amqp::confirmed(confirmation, queue)
+            Ok(confirmation) => amqp::confirmed(confirmation, &self.queue)
                 .map_err(|err| PublishError::Refused(err.to_string())),
             Err(err) => Err(PublishError::Broken(err)),
         };
@@ -110,10 +110,11 @@ impl Publisher {
         self.current().is_some_and(|c| c.status().connected())
     }
 
-    /// Publishes one persistent, mandatory message to the main queue.
+    /// Publishes one persistent, mandatory message to the partition of `symbol`.
     pub async fn publish(
         &self,
         request_id: Uuid,
+        symbol: &str,
         body: &[u8],
         signature: &str,
     ) -> Result<Pending, PublishError> {
@@ -127,18 +128,14 @@ impl Publisher {
         }
         let id = request_id.to_string();
         let headers = amqp::signed_headers(Some(signature), Some(&id));
-        let confirm = amqp::publish(
-            &channel,
-            self.inner.topology.queue(),
-            body,
-            headers,
-            Some(&id),
-        )
-        .await
-        .inspect_err(|_| self.reconnect())?;
+        let queue = self.inner.topology.queue_for(symbol);
+        let confirm = amqp::publish(&channel, &queue, body, headers, Some(&id))
+            .await
+            .inspect_err(|_| self.reconnect())?;
         Ok(Pending {
             confirm,
             publisher: self.clone(),
+            queue,
         })
     }
 

@@ -289,7 +289,12 @@ async fn publish(state: &AppState, message: &QueueMessage, key: &str) -> Publish
     let (body, signature) = message.encode(&state.internal_key);
     let pending = match state
         .publisher
-        .publish(message.request_id, &body, &signature)
+        .publish(
+            message.request_id,
+            message.signal.symbol.as_str(),
+            &body,
+            &signature,
+        )
         .await
     {
         Ok(pending) => pending,
