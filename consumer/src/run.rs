@@ -9,7 +9,7 @@
 //!
 //! [`fate`] is the one place that decides what happens to a claimed delivery.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +44,10 @@ const REBALANCE: Duration = Duration::from_millis(500);
 
 /// Deliveries a partition (or the inbox) may have unacknowledged, per batch slot: the
 /// lookahead that lets other symbols pass a held one. When held signals fill it, that
-/// partition waits until the hold ends or they expire; other partitions go on.
-const LOOKAHEAD_PER_SLOT: usize = 10;
+/// partition waits until the hold ends or they expire; other partitions go on. Kept
+/// small because every delivery handed back (a crash, a handover) counts towards the
+/// partition's delivery limit, past which the broker dead-letters a message as poison.
+const LOOKAHEAD_PER_SLOT: usize = 2;
 
 /// Where a delivery came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,15 @@ fn fate(message: &QueueMessage, claim: Claim) -> Fate {
         Claim::Copy { state } => Fate::Settle(Box::new(copy(message, Some(state)))),
         Claim::Busy => Fate::Wait,
     }
+}
+
+/// A claimed delivery that may execute once a slot is free.
+struct Ready {
+    partition: u16,
+    symbol: String,
+    waiting: Waiting<Taken>,
+    resumed: bool,
+    batch: Batch,
 }
 
 /// Work finishing in the background.
@@ -160,7 +171,12 @@ struct Session<'a> {
     inbox: Option<Inbox>,
     inbox_waiting: Vec<Delivery>,
     unsettled: Vec<Done>,
-    in_flight: usize,
+    /// Deliveries being claimed.
+    claiming: usize,
+    /// Claimed deliveries waiting for a free slot, in the order they were taken.
+    ready: VecDeque<Ready>,
+    /// Orders being executed: at most `HOOX_BATCH_SIZE`.
+    executing: usize,
     draining: bool,
     /// A look at the leases is under way.
     rebalancing: bool,
@@ -169,7 +185,7 @@ struct Session<'a> {
 /// What woke the loop.
 enum Wake {
     Shutdown,
-    Delivery(Source, Box<Result<Delivery, lapin::Error>>),
+    Delivery(Source, Box<anyhow::Result<Delivery>>),
     Work(Work),
     Settled(Result<Vec<Settled>, SettleError>),
     Forwarded(anyhow::Result<()>),
@@ -247,11 +263,13 @@ async fn consume_on(
         inbox: None,
         inbox_waiting: Vec::new(),
         unsettled: Vec::new(),
-        in_flight: 0,
+        claiming: 0,
+        ready: VecDeque::new(),
+        executing: 0,
         draining: false,
         rebalancing: false,
     };
-    let mut deliveries: SelectAll<BoxStream<'static, (Source, Result<Delivery, lapin::Error>)>> =
+    let mut deliveries: SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>> =
         SelectAll::new();
     let mut work: FuturesUnordered<BoxFuture<'static, Work>> = FuturesUnordered::new();
     let mut settling: Option<BoxFuture<'static, Result<Vec<Settled>, SettleError>>> = None;
@@ -276,7 +294,9 @@ async fn consume_on(
             .finish_releases(forwarding.is_none(), &mut work)
             .await;
         if session.draining
-            && session.in_flight == 0
+            && session.claiming == 0
+            && session.ready.is_empty()
+            && session.executing == 0
             && session.unsettled.is_empty()
             && settling.is_none()
             && forwarding.is_none()
@@ -317,9 +337,9 @@ async fn consume_on(
                     session.take(source, delivery);
                     Ok(())
                 }
-                Err(err) => Err(anyhow::Error::new(err).context("delivery stream failed")),
+                Err(err) => Err(err.context("delivery stream failed")),
             },
-            Wake::Work(done) => session.worked(done, &mut work, &mut deliveries).await,
+            Wake::Work(done) => session.worked(done, &mut deliveries).await,
             Wake::Settled(Ok(settled)) => {
                 session.settled(settled);
                 Ok(())
@@ -397,18 +417,17 @@ impl Session<'_> {
         }
     }
 
-    /// Takes what may run from the lanes, up to the free slots, one partition after
-    /// another, and claims it in one go.
+    /// Takes what may run from the lanes, one partition after another, and claims it in
+    /// one go. Claims run ahead of the slots by up to one batch, so that a slot that
+    /// frees finds a claimed delivery ready: the claim's round trips never sit between
+    /// two orders.
     fn dispatch(&mut self, work: &mut FuturesUnordered<BoxFuture<'static, Work>>) {
+        self.start_ready(work);
         if self.draining {
             return;
         }
-        let free = self
-            .consumer
-            .bounds
-            .size
-            .max(1)
-            .saturating_sub(self.in_flight);
+        let size = self.consumer.bounds.size.max(1);
+        let free = (2 * size).saturating_sub(self.claiming + self.ready.len() + self.executing);
         let (now, wall) = (Instant::now(), Utc::now());
         let mut picked = Vec::new();
         while picked.len() < free {
@@ -429,7 +448,7 @@ impl Session<'_> {
         if picked.is_empty() {
             return;
         }
-        self.in_flight += picked.len();
+        self.claiming += picked.len();
         let batch = Batch {
             id: Uuid::new_v4(),
             size: picked.len(),
@@ -460,8 +479,7 @@ impl Session<'_> {
     async fn worked(
         &mut self,
         done: Work,
-        work: &mut FuturesUnordered<BoxFuture<'static, Work>>,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, Result<Delivery, lapin::Error>)>>,
+        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
     ) -> anyhow::Result<()> {
         match done {
             Work::Rebalanced(looked) => {
@@ -491,32 +509,20 @@ impl Session<'_> {
             } => {
                 // The claims live on the lease connection: without it, stop at once.
                 let claims = claims.context("claim on the lease connection")?;
+                self.claiming -= picked.len();
                 for ((partition, symbol, waiting), claim) in picked.into_iter().zip(claims) {
                     match fate(&waiting.delivery.message, claim) {
-                        Fate::Execute { resumed } => {
-                            let worker = self.consumer.worker.clone();
-                            work.push(
-                                async move {
-                                    let taken = &waiting.delivery;
-                                    let processed = worker
-                                        .run(&taken.message, &taken.incoming, resumed, batch)
-                                        .await;
-                                    Work::Executed {
-                                        partition,
-                                        symbol,
-                                        waiting: Box::new(waiting),
-                                        processed: Box::new(processed),
-                                    }
-                                }
-                                .boxed(),
-                            );
-                        }
+                        Fate::Execute { resumed } => self.ready.push_back(Ready {
+                            partition,
+                            symbol,
+                            waiting,
+                            resumed,
+                            batch,
+                        }),
                         Fate::Settle(processed) => {
-                            self.in_flight -= 1;
                             self.ended(partition, symbol, waiting, *processed);
                         }
                         Fate::Wait => {
-                            self.in_flight -= 1;
                             if let Some(state) = self.partitions.get_mut(&partition) {
                                 state.outstanding -= 1;
                                 state.lanes.finish(&symbol, Some(waiting), Instant::now());
@@ -531,11 +537,46 @@ impl Session<'_> {
                 waiting,
                 processed,
             } => {
-                self.in_flight -= 1;
+                self.executing -= 1;
                 self.ended(partition, symbol, *waiting, *processed);
             }
         }
         Ok(())
+    }
+
+    /// Executes claimed deliveries while slots are free: at most `HOOX_BATCH_SIZE`
+    /// orders in flight. Claimed ones still run during shutdown: their claims are taken.
+    fn start_ready(&mut self, work: &mut FuturesUnordered<BoxFuture<'static, Work>>) {
+        let size = self.consumer.bounds.size.max(1);
+        while self.executing < size {
+            let Some(ready) = self.ready.pop_front() else {
+                return;
+            };
+            self.executing += 1;
+            let worker = self.consumer.worker.clone();
+            let Ready {
+                partition,
+                symbol,
+                waiting,
+                resumed,
+                batch,
+            } = ready;
+            work.push(
+                async move {
+                    let taken = &waiting.delivery;
+                    let processed = worker
+                        .run(&taken.message, &taken.incoming, resumed, batch)
+                        .await;
+                    Work::Executed {
+                        partition,
+                        symbol,
+                        waiting: Box::new(waiting),
+                        processed: Box::new(processed),
+                    }
+                }
+                .boxed(),
+            );
+        }
     }
 
     /// A delivery's outcome is known: its lane goes on (a retry holds it), and the
@@ -607,7 +648,7 @@ impl Session<'_> {
     async fn open(
         &mut self,
         partition: u16,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, Result<Delivery, lapin::Error>)>>,
+        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
     ) -> anyhow::Result<()> {
         let topology = &self.consumer.topology;
         let worker = &self.consumer.worker;
@@ -650,7 +691,7 @@ impl Session<'_> {
         &self,
         queue: &str,
         source: Source,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, Result<Delivery, lapin::Error>)>>,
+        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
     ) -> anyhow::Result<(Channel, CancellationToken)> {
         let channel = self
             .connection
@@ -681,8 +722,16 @@ impl Session<'_> {
             .await
             .with_context(|| format!("consume {queue}"))?;
         let stop = CancellationToken::new();
+        // A consumer the broker ends (a deleted queue, a consumer_timeout) must not
+        // leave the partition leased and unread: its end is an error, unless we stopped
+        // reading it ourselves.
+        let ended = format!("the broker ended the consumer of {queue}");
         deliveries.push(
             consumer
+                .map(|delivery| delivery.map_err(anyhow::Error::from))
+                .chain(futures_util::stream::once(async move {
+                    Err(anyhow::anyhow!(ended))
+                }))
                 .map(move |delivery| (source, delivery))
                 .take_until(stop.clone().cancelled_owned())
                 .boxed(),
