@@ -74,7 +74,7 @@ impl Pending {
     }
 }
 
-/// A supervised, confirming publisher to the main queue.
+/// A supervised, confirming publisher to the partition queues.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,

@@ -3,7 +3,7 @@
 //! Reading takes every dead letter with `basic.get` without acknowledging it; what the
 //! command does not remove is handed back when the channel closes, and the broker
 //! returns it to its place. So inspection never loses or reorders a dead letter, and
-//! works while consumers run (they consume the main queue, never the DLQ).
+//! works while consumers run (they consume the partitions, never the DLQ).
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send dead letters back to the main queue with a fresh attempt count.
+    /// Send dead letters back to their symbol's partition with a fresh attempt count.
     ///
     /// A replay is your decision to execute the signal now: its age counts from the
     /// replay, and its original receipt time stays in its history. Needs
