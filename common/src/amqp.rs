@@ -29,25 +29,71 @@ use crate::retry::RetryPolicy;
 /// a message that keeps crashing consumers must not take the queue down with it.
 pub const DELIVERY_LIMIT: i64 = 10;
 
+/// Partitions of the main queue when `HOOX_PARTITIONS` is not set.
+pub const DEFAULT_PARTITIONS: u16 = 16;
+
+/// Most partitions a deployment may have: names keep two digits, and each partition is
+/// a quorum queue (a Raft group) of its own.
+pub const MAX_PARTITIONS: u16 = 100;
+
 /// The queues of one deployment, named from the main queue.
+///
+/// Signals are spread over `partitions` partition queues `<queue>.p00`, `<queue>.p01`,
+/// … by a stable hash of their symbol, so every signal of one symbol goes through one
+/// queue, in order. Each partition has a single active consumer. The main queue itself
+/// is the inbox: the delay tiers return retries there, and publishers that predate the
+/// partitions still publish there; a consumer forwards each message to its partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     queue: String,
     retry: RetryPolicy,
+    partitions: u16,
 }
 
 impl Topology {
-    /// The topology around main queue `queue` with the retry schedule `retry`.
+    /// The topology around main queue `queue` with the retry schedule `retry` and
+    /// [`DEFAULT_PARTITIONS`] partitions.
     pub fn new(queue: impl Into<String>, retry: RetryPolicy) -> Self {
         Self {
             queue: queue.into(),
             retry,
+            partitions: DEFAULT_PARTITIONS,
         }
     }
 
-    /// The main queue.
+    /// The same topology with `partitions` partitions (clamped to 1..=[`MAX_PARTITIONS`]).
+    #[must_use]
+    pub fn with_partitions(self, partitions: u16) -> Self {
+        Self {
+            partitions: partitions.clamp(1, MAX_PARTITIONS),
+            ..self
+        }
+    }
+
+    /// The main queue: the inbox that retries return to, forwarded to the partitions.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// How many partitions the main queue is split into.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// Partition queue `partition`, `<queue>.p<NN>`.
+    pub fn partition_queue(&self, partition: u16) -> String {
+        format!("{}.p{partition:02}", self.queue)
+    }
+
+    /// The partition that carries every signal for `symbol`.
+    pub fn partition_of(&self, symbol: &str) -> u16 {
+        let buckets = u64::from(self.partitions.max(1));
+        u16::try_from(fnv1a(symbol.as_bytes()) % buckets).unwrap_or_default()
+    }
+
+    /// The queue a signal for `symbol` is published to.
+    pub fn queue_for(&self, symbol: &str) -> String {
+        self.partition_queue(self.partition_of(symbol))
     }
 
     /// The dead-letter queue, `<queue>.dlq`.
@@ -83,11 +129,25 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
-        declare(channel, &self.queue, main_args).await?;
+        declare(channel, &self.queue, main_args.clone()).await?;
+
+        // Partitions: the main queue's arguments, plus a single active consumer. Even if
+        // two consumers subscribe to one partition (one that lost its lease without
+        // noticing yet), the broker delivers to one of them only, in queue order.
+        let mut partition_args = main_args;
+        partition_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        for partition in 0..self.partitions {
+            declare(
+                channel,
+                &self.partition_queue(partition),
+                partition_args.clone(),
+            )
+            .await?;
+        }
 
         // Delay tiers: nobody consumes them; a message waits out the TTL and the broker
-        // dead-letters it back onto the main queue. The wait lives in the broker, so a
-        // consumer restart loses no retry.
+        // dead-letters it back onto the main queue, whence it is forwarded to its
+        // partition. The wait lives in the broker, so a consumer restart loses no retry.
         for delay in self.retry.tiers() {
             let mut args = dead_lettering_to(&self.queue);
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
@@ -100,6 +160,16 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// FNV-1a, 64 bits: a hash that every build and every process computes alike (Rust's
+/// own hasher is seeded per process), so ingest and consumers agree on partitions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
 }
 
 fn quorum_args() -> FieldTable {
@@ -440,6 +510,28 @@ mod tests {
     use super::*;
 
     const PASSWORD: &str = "s3cr/et@pw";
+
+    #[test]
+    fn partitions_are_named_from_the_queue_and_chosen_by_a_stable_hash_of_the_symbol() {
+        let topology = Topology::new("trade-execution", RetryPolicy::default());
+        assert_eq!(topology.partitions(), DEFAULT_PARTITIONS);
+        assert_eq!(topology.partition_queue(7), "trade-execution.p07");
+        // Known answers: the hash must never change, or queued signals would move.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            topology.partition_of("BTCUSDT"),
+            (fnv1a(b"BTCUSDT") % 16) as u16
+        );
+        let spread: std::collections::HashSet<u16> = (0..200)
+            .map(|i| topology.partition_of(&format!("SYM{i}USDT")))
+            .collect();
+        assert_eq!(spread.len(), 16, "symbols spread over every partition");
+        let one = topology.clone().with_partitions(0);
+        assert_eq!(one.partitions(), 1);
+        assert_eq!(one.queue_for("ETHUSDT"), "trade-execution.p00");
+        assert_eq!(topology.with_partitions(500).partitions(), MAX_PARTITIONS);
+    }
 
     #[test]
     fn a_list_of_full_urls_is_tried_in_the_order_given_with_a_heartbeat() {

@@ -6,6 +6,7 @@
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/hoox` |
 //! | `AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` (a cluster: full URLs, comma-separated) |
 //! | `HOOX_QUEUE` | `trade-execution` |
+//! | `HOOX_PARTITIONS` | `16` (the same for every process of a deployment) |
 //! | `HOOX_INTERNAL_KEY` | none: required by ingest and consumer |
 //! | `HOOX_RETRY_BASE_MS` / `HOOX_RETRY_MAX_ATTEMPTS` / `HOOX_RETRY_MAX_DELAY_MS` | `30000` / `5` / `480000` |
 //! | `HOOX_LOG_FORMAT` / `RUST_LOG` | `text` / `info` |
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::amqp::{Nodes, Topology};
+use crate::amqp::{Nodes, Topology, DEFAULT_PARTITIONS, MAX_PARTITIONS};
 use crate::retry::RetryPolicy;
 use crate::telemetry::LogArgs;
 
@@ -93,6 +94,11 @@ pub struct AmqpArgs {
     #[arg(long, env = "HOOX_QUEUE", default_value = DEFAULT_QUEUE, value_parser = parse_queue_name)]
     pub queue: String,
 
+    /// Partition queues `<queue>.pNN` that signals are spread over by symbol; every
+    /// process of a deployment must use the same number (checked against the database).
+    #[arg(long, env = "HOOX_PARTITIONS", default_value_t = DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_PARTITIONS)))]
+    pub partitions: u16,
+
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -100,7 +106,7 @@ pub struct AmqpArgs {
 impl AmqpArgs {
     /// The queues these settings name.
     pub fn topology(&self) -> Topology {
-        Topology::new(self.queue.clone(), self.retry.policy())
+        Topology::new(self.queue.clone(), self.retry.policy()).with_partitions(self.partitions)
     }
 }
 
@@ -140,7 +146,8 @@ pub struct InternalKeyArgs {
 }
 
 fn parse_queue_name(value: &str) -> Result<String, String> {
-    // AMQP names are at most 255 bytes; leave room for the `.retry.<ms>` suffixes.
+    // AMQP names are at most 255 bytes; leave room for the `.retry.<ms>` and `.pNN`
+    // suffixes.
     if value.is_empty() || value.len() > 200 {
         return Err("must be 1 to 200 characters".to_owned());
     }

@@ -11,6 +11,7 @@ pub mod json;
 pub mod logs;
 pub mod message;
 pub mod metrics;
+pub mod partitions;
 pub mod retry;
 pub mod runtime_config;
 pub mod shutdown;

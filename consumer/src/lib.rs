@@ -1,42 +1,43 @@
-//! The batch consumer: takes signals off the queue in batches, executes them on the
-//! routed exchange, records fills and audit rows in one transaction per batch, and only
-//! then acknowledges, retries (through the broker's delay tiers) or dead-letters.
+//! The consumer: executes the signals of the partitions it leases, one at a time per
+//! symbol and many symbols at once, records fills and audit rows in one transaction per
+//! batch of outcomes, and only then acknowledges, retries (through the broker's delay
+//! tiers) or dead-letters. This file wires the parts together: `run` is the run loop,
+//! `leases` the partition ownership, `lanes` the per-symbol order, `worker` the
+//! execution, `store` the claims and commits, `health` the HTTP endpoints.
 
 pub mod batch;
 pub mod config;
 pub mod exchange;
+mod health;
+pub mod lanes;
+pub mod leases;
+mod run;
 pub mod store;
 pub mod worker;
+
+pub use health::health_router;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use futures_util::{Stream, StreamExt};
-use hoox_common::amqp::{self, Topology};
-use hoox_common::message::{HEADER_ATTEMPTS, HEADER_ERROR, HEADER_REASON, HEADER_SIGNATURE};
+use hoox_common::amqp::Topology;
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect};
 use hoox_common::runtime_config::RuntimeConfig;
 use hoox_common::telegram::{Notifier, BROKER_OUTAGE_ALERT};
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Event};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::batch::{collect, BatchBounds, Collected};
+use crate::batch::BatchBounds;
 use crate::exchange::paper::Paper;
 use crate::exchange::router::ExchangeRouter;
-use crate::worker::{Disposition, Incoming, Outgoing, Worker, WorkerSettings};
+use crate::worker::{Worker, WorkerSettings};
+
+/// RabbitMQ's default `consumer_timeout`: a delivery left unacknowledged longer makes
+/// the broker close its channel. Signals held behind a retry wait unacknowledged.
+const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A consumer ready to run.
 pub struct Consumer {
@@ -91,7 +92,8 @@ impl Consumer {
     }
 
     /// Consumes until `token` is cancelled, reconnecting with backoff whenever the
-    /// broker goes away. A batch in flight is finished before returning.
+    /// broker or the lease connection goes away. What is in flight is finished and
+    /// settled before returning.
     pub async fn run(self, token: CancellationToken) {
         let mut reconnect = Reconnect::new();
         // Since when the broker has been out of reach, and whether the chat was told.
@@ -99,7 +101,7 @@ impl Consumer {
         let mut told = false;
         while !token.is_cancelled() {
             let mut reached = false;
-            match self.consume(&token, &mut reached).await {
+            match run::consume(&self, &token, &mut reached).await {
                 Ok(()) => reconnect = Reconnect::new(),
                 Err(err) => {
                     self.connected.store(false, Ordering::SeqCst);
@@ -122,235 +124,6 @@ impl Consumer {
         }
         self.connected.store(false, Ordering::SeqCst);
     }
-
-    /// One connection's worth of consuming; returns `Ok` on shutdown. Sets `reached`
-    /// once consuming has begun (a later error starts a new outage).
-    async fn consume(&self, token: &CancellationToken, reached: &mut bool) -> anyhow::Result<()> {
-        let connection = amqp::connect(&self.amqp_url, "hoox-consumer")
-            .await
-            .context("connect")?;
-        let channel = connection.create_channel().await.context("open channel")?;
-        self.topology
-            .declare(&channel)
-            .await
-            .context("declare topology")?;
-        // Two batches in flight from the broker: the next batch is already here when
-        // this one is acknowledged, and no consumer hoards more than it can soon use.
-        let prefetch = u16::try_from(self.bounds.size.saturating_mul(2)).unwrap_or(u16::MAX);
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .context("qos")?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .context("open publish channel")?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .context("confirm mode")?;
-        let mut deliveries = channel
-            .basic_consume(
-                ShortString::from(self.topology.queue()),
-                ShortString::from(""),
-                // Manual acks: a message is acknowledged only after its outcome commits.
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .context("consume")?;
-        self.connected.store(true, Ordering::SeqCst);
-        *reached = true;
-        tracing::info!(queue = self.topology.queue(), "consuming");
-        let mut events = connection.events_listener();
-
-        let result = loop {
-            let collected = tokio::select! {
-                () = token.cancelled() => break Ok(()),
-                collected = collect(&mut deliveries, self.bounds) => collected,
-            };
-            match collected {
-                // An ack or a confirm on a connection that just died can wait forever:
-                // the batch is abandoned instead, unacknowledged, and the broker
-                // redelivers it (its claim makes that safe at any point).
-                Collected::Batch(batch) => {
-                    let span = tracing::info_span!("batch", size = batch.len());
-                    tokio::select! {
-                        handled = self.handle(batch, &publisher, token).instrument(span) => handled?,
-                        err = connection_failed(&mut events) => {
-                            break Err(anyhow::Error::new(err).context("connection failed mid-batch"));
-                        }
-                    }
-                }
-                Collected::Failed(batch, err) => {
-                    // Deliveries taken before the failure cannot be acknowledged on a
-                    // dead channel; the broker redelivers them.
-                    drop(batch);
-                    break Err(anyhow::Error::new(err).context("delivery stream failed"));
-                }
-                Collected::Ended => break Err(anyhow::anyhow!("the broker closed the consumer")),
-            }
-        };
-        self.connected.store(false, Ordering::SeqCst);
-        let _ = connection.close(200, "shutdown".into()).await;
-        result
-    }
-
-    /// Processes one batch, publishes its retries and dead letters, commits, then
-    /// acknowledges. A publish that fails leaves the batch uncommitted and unacked: the
-    /// broker redelivers it and the claim resumes each attempt.
-    async fn handle(
-        &self,
-        batch: Vec<Delivery>,
-        publisher: &Channel,
-        token: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        hoox_common::metrics::batch_taken(batch.len());
-        let incoming: Vec<Incoming> = batch.iter().map(incoming).collect();
-        // Once started, a batch is finished even during shutdown; only a database
-        // outage that outlasts the shutdown interrupts it, and then nothing is acked.
-        let Ok(executed) = self.worker.process(&incoming, token).await else {
-            return Ok(());
-        };
-        for processed in &executed.processed {
-            self.publish_disposition(&processed.disposition, publisher)
-                .await?;
-        }
-        if self.worker.commit(executed, token).await.is_err() {
-            return Ok(());
-        }
-        for delivery in &batch {
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .context("ack")?;
-        }
-        Ok(())
-    }
-
-    async fn publish_disposition(
-        &self,
-        disposition: &Disposition,
-        publisher: &Channel,
-    ) -> anyhow::Result<()> {
-        match disposition {
-            Disposition::Ack => Ok(()),
-            Disposition::Retry { delay, message } => {
-                let queue = self.topology.retry_queue(*delay);
-                publish(publisher, &queue, message, &[])
-                    .await
-                    .context("publish retry")
-            }
-            Disposition::DeadLetter {
-                reason,
-                error,
-                message,
-            } => {
-                let headers = [
-                    (HEADER_REASON, amqp::text(reason.as_str())),
-                    (HEADER_ERROR, amqp::text(error)),
-                ];
-                publish(publisher, &self.topology.dlq(), message, &headers)
-                    .await
-                    .context("publish dead letter")
-            }
-        }
-    }
-}
-
-/// Waits for the connection's first error.
-async fn connection_failed(events: &mut (impl Stream<Item = Event> + Unpin)) -> lapin::Error {
-    loop {
-        match events.next().await {
-            Some(Event::Error(err)) => return err,
-            Some(_) => {}
-            None => {
-                return lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
-                    lapin::ConnectionState::Closed,
-                ))
-            }
-        }
-    }
-}
-
-fn incoming(delivery: &Delivery) -> Incoming {
-    Incoming {
-        body: delivery.data.clone(),
-        signature: amqp::header_text(delivery.properties.headers().as_ref(), HEADER_SIGNATURE),
-        redelivered: delivery.redelivered,
-    }
-}
-
-/// Publishes `message` to `queue` with its signature and attempt count, confirmed.
-async fn publish(
-    channel: &Channel,
-    queue: &str,
-    message: &Outgoing,
-    extra: &[(&str, AMQPValue)],
-) -> Result<(), amqp::PublishError> {
-    let id = message.request_id.map(|id| id.to_string());
-    let mut headers = amqp::signed_headers(message.signature.as_deref(), id.as_deref());
-    for (name, value) in extra {
-        headers.insert((*name).into(), value.clone());
-    }
-    headers.insert(
-        HEADER_ATTEMPTS.into(),
-        AMQPValue::LongLongInt(i64::from(message.attempts)),
-    );
-    amqp::publish_confirmed(channel, queue, &message.body, headers, id.as_deref()).await
-}
-
-#[derive(Clone)]
-struct Health {
-    pool: sqlx::PgPool,
-    connected: Arc<AtomicBool>,
-    config: RuntimeConfig,
-}
-
-async fn metrics(State(health): State<Health>) -> impl IntoResponse {
-    let body = hoox_common::metrics::scrape(
-        health.config.kill_switch(),
-        health.connected.load(Ordering::SeqCst),
-        &health.pool,
-    )
-    .await;
-    (
-        [(header::CONTENT_TYPE, hoox_common::metrics::CONTENT_TYPE)],
-        body,
-    )
-}
-
-async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
-    let broker = health.connected.load(Ordering::SeqCst);
-    let (ready, body) = hoox_common::health::readiness(broker, &health.pool).await;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
-}
-
-/// The consumer's `/healthz`, `/readyz` and `/metrics`.
-pub fn health_router(
-    pool: sqlx::PgPool,
-    connected: Arc<AtomicBool>,
-    config: RuntimeConfig,
-) -> Router {
-    hoox_common::metrics::install();
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(hoox_common::health::alive()) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(Health {
-            pool,
-            connected,
-            config,
-        })
 }
 
 /// Runs the consumer with `args` until `token` is cancelled: waits for the database,
@@ -374,6 +147,15 @@ pub async fn run(
     providers.push(Arc::new(Paper::new(pool.clone(), config.clone())));
     let router = ExchangeRouter::new(providers, config.clone());
     let topology = service.amqp.topology();
+    hoox_common::partitions::check(&pool, &topology).await?;
+    let longest_hold = Duration::from_secs(args.signal_max_age_secs)
+        .saturating_add(topology.retry_policy().max_delay);
+    if longest_hold >= BROKER_CONSUMER_TIMEOUT {
+        tracing::warn!(
+            longest_hold_secs = longest_hold.as_secs(),
+            "HOOX_SIGNAL_MAX_AGE_SECS plus HOOX_RETRY_MAX_DELAY_MS reaches RabbitMQ's default consumer_timeout (30 min): raise consumer_timeout, or signals held behind a retry will be handed back and redelivered"
+        );
+    }
     let worker = Worker::new(
         pool.clone(),
         config.clone(),

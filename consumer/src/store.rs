@@ -1,9 +1,10 @@
 //! The consumer's writes: the claim on each request id before its order is sent, and
 //! one transaction per batch for its fills, audit rows and execution outcomes.
 //!
-//! A claim is two things. A PostgreSQL advisory lock, held on one connection for the
-//! whole batch, keeps two consumers from executing the same request id at once; if
-//! the consumer dies, the server drops its connection and the locks with it. And a
+//! A claim is two things. A PostgreSQL advisory lock, held on the consumer's lease
+//! connection from the claim until the outcome is committed, keeps two consumers from
+//! executing the same request id at once; if the consumer dies, the server drops its
+//! connection and the locks with it. And a
 //! row in `executions`, written before the order is sent, tells every later delivery
 //! of that request id whether its attempt already ran, so a copy is never executed.
 
@@ -13,8 +14,7 @@ use chrono::{DateTime, Utc};
 use hoox_common::logs::{insert_logs, LogEntry};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// One `fills` row.
@@ -99,8 +99,8 @@ impl ExecutionState {
     }
 }
 
-/// One delivery's request id, generation and attempt, as the claim needs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One delivery's request id, generation, attempt and place, as the claim needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     /// The signal's id.
     pub request_id: Uuid,
@@ -108,6 +108,12 @@ pub struct Attempt {
     pub replays: u32,
     /// The attempt this delivery carries, 1 for the first.
     pub attempt: u32,
+    /// The main queue it came through.
+    pub queue: String,
+    /// Its symbol, which a retry holds.
+    pub symbol: String,
+    /// Since when its age counts.
+    pub age_origin: DateTime<Utc>,
 }
 
 /// What the claim says about one delivery.
@@ -138,7 +144,7 @@ struct Recorded {
 }
 
 /// Decides a delivery's claim from what `executions` holds for its request id.
-fn decide(recorded: Option<Recorded>, delivery: Attempt) -> Claim {
+fn decide(recorded: Option<Recorded>, delivery: &Attempt) -> Claim {
     let Some(recorded) = recorded else {
         return Claim::Run { resumed: false };
     };
@@ -164,71 +170,38 @@ fn decide(recorded: Option<Recorded>, delivery: Attempt) -> Claim {
     }
 }
 
-/// A connection holding the advisory locks of one batch's request ids. Released after
-/// the batch commits; dropped unreleased, it closes its connection instead of going
-/// back to the pool, so no lock outlives the batch.
-pub struct Lease {
-    connection: Option<PoolConnection<Postgres>>,
-}
-
-impl Lease {
-    /// Lets go of the locks and returns the connection to the pool.
-    pub async fn release(mut self) {
-        let Some(mut connection) = self.connection.take() else {
-            return;
-        };
-        if sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut *connection)
-            .await
-            .is_err()
-        {
-            connection.close_on_drop();
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.as_mut() {
-            connection.close_on_drop();
-        }
-    }
-}
-
 /// The advisory-lock key of a request id (a namespace of its own via the seed).
 const LOCK_SEED: i64 = 0x686f_6f78;
 
-/// Claims `attempts` (distinct request ids) for this consumer: locks each request id
-/// that no other consumer holds, reads what was recorded of it, and records the
-/// attempts it may run as `running` before any order is sent.
+/// Claims `attempts` (distinct request ids) on `connection`, the consumer's lease
+/// connection: locks each request id that no other consumer holds, reads what was
+/// recorded of it, and records the attempts it may run as `running` before any order is
+/// sent. The locks of the request ids not answered [`Claim::Busy`] stay held on the
+/// connection until [`unclaim`]; if the consumer dies, its connection and they go.
 pub async fn claim(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     attempts: &[Attempt],
-) -> Result<(Lease, Vec<Claim>), sqlx::Error> {
+) -> Result<Vec<Claim>, sqlx::Error> {
     if attempts.is_empty() {
-        return Ok((Lease { connection: None }, Vec::new()));
+        return Ok(Vec::new());
     }
-    let mut lease = Lease {
-        connection: Some(pool.acquire().await?),
-    };
-    let Some(connection) = lease.connection.as_mut() else {
-        return Err(sqlx::Error::PoolClosed);
-    };
     let ids: Vec<Uuid> = attempts.iter().map(|a| a.request_id).collect();
     let locked: HashMap<Uuid, bool> = sqlx::query_as(
         "SELECT id, pg_try_advisory_lock(hashtextextended(id::text, $2)) FROM unnest($1::uuid[]) AS t(id)",
     )
     .bind(&ids)
     .bind(LOCK_SEED)
-    .fetch_all(&mut **connection)
+    .fetch_all(&mut *connection)
     .await?
     .into_iter()
     .collect();
+    // Read after locking, in a statement of its own: its snapshot then includes what
+    // the previous holder committed before it let go.
     let rows: Vec<(Uuid, i32, i32, String)> = sqlx::query_as(
         "SELECT request_id, replays, attempt, state FROM executions WHERE request_id = ANY($1)",
     )
     .bind(&ids)
-    .fetch_all(&mut **connection)
+    .fetch_all(&mut *connection)
     .await?;
     let mut recorded = HashMap::with_capacity(rows.len());
     for (id, replays, attempt, state) in rows {
@@ -244,7 +217,7 @@ pub async fn claim(
     let claims: Vec<Claim> = attempts
         .iter()
         .map(|a| match locked.get(&a.request_id) {
-            Some(true) => decide(recorded.get(&a.request_id).copied(), *a),
+            Some(true) => decide(recorded.get(&a.request_id).copied(), a),
             _ => Claim::Busy,
         })
         .collect();
@@ -258,23 +231,82 @@ pub async fn claim(
         let ids: Vec<Uuid> = running.iter().map(|a| a.request_id).collect();
         let replays: Vec<i64> = running.iter().map(|a| i64::from(a.replays)).collect();
         let attempt: Vec<i64> = running.iter().map(|a| i64::from(a.attempt)).collect();
+        let queues: Vec<&str> = running.iter().map(|a| a.queue.as_str()).collect();
+        let symbols: Vec<&str> = running.iter().map(|a| a.symbol.as_str()).collect();
+        let origins: Vec<DateTime<Utc>> = running.iter().map(|a| a.age_origin).collect();
         sqlx::query(
             r#"
-            INSERT INTO executions (request_id, replays, attempt, state)
-            SELECT id, replays, attempt, 'running'
-            FROM unnest($1::uuid[], $2::int8[], $3::int8[]) AS t(id, replays, attempt)
+            INSERT INTO executions (request_id, replays, attempt, state, queue, symbol, age_origin)
+            SELECT id, replays, attempt, 'running', queue, symbol, age_origin
+            FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[])
+                AS t(id, replays, attempt, queue, symbol, age_origin)
             ON CONFLICT (request_id) DO UPDATE
                 SET replays = EXCLUDED.replays, attempt = EXCLUDED.attempt,
-                    state = 'running', updated_at = now()
+                    state = 'running', queue = EXCLUDED.queue, symbol = EXCLUDED.symbol,
+                    age_origin = EXCLUDED.age_origin, updated_at = now()
             "#,
         )
         .bind(&ids)
         .bind(&replays)
         .bind(&attempt)
-        .execute(&mut **connection)
+        .bind(&queues)
+        .bind(&symbols)
+        .bind(&origins)
+        .execute(&mut *connection)
         .await?;
     }
-    Ok((lease, claims))
+    Ok(claims)
+}
+
+/// Lets go of the claims on `request_ids` taken by [`claim`] on `connection`, once their
+/// outcomes are committed.
+pub async fn unclaim(
+    connection: &mut PgConnection,
+    request_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if request_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_unlock(hashtextextended(id::text, $2)) FROM unnest($1::uuid[]) AS t(id)",
+    )
+    .bind(request_ids)
+    .bind(LOCK_SEED)
+    .execute(connection)
+    .await
+    .map(drop)
+}
+
+/// A signal waiting for its retry, which holds its symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The waiting signal.
+    pub request_id: Uuid,
+    /// The symbol it holds.
+    pub symbol: String,
+    /// Since when its age counts.
+    pub age_origin: DateTime<Utc>,
+}
+
+/// The holds recorded for main queue `queue`: every signal of it waiting for a retry.
+pub async fn holds(pool: &PgPool, queue: &str) -> Result<Vec<Hold>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        r#"
+        SELECT request_id, symbol, age_origin FROM executions
+        WHERE queue = $1 AND state = 'retrying' AND symbol IS NOT NULL AND age_origin IS NOT NULL
+        "#,
+    )
+    .bind(queue)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(request_id, symbol, age_origin)| Hold {
+            request_id,
+            symbol,
+            age_origin,
+        })
+        .collect())
 }
 
 /// Writes a batch's fills, audit rows and execution outcomes in one transaction. A fill
@@ -351,6 +383,9 @@ mod tests {
             request_id: Uuid::nil(),
             replays,
             attempt,
+            queue: "q".to_owned(),
+            symbol: "BTCUSDT".to_owned(),
+            age_origin: Utc::now(),
         }
     }
 
@@ -404,7 +439,7 @@ mod tests {
         ];
         for (recorded, delivery, expected) in cases {
             assert_eq!(
-                decide(recorded, delivery),
+                decide(recorded, &delivery),
                 expected,
                 "{recorded:?} {delivery:?}"
             );

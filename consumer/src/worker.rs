@@ -1,17 +1,15 @@
-//! Processing one batch: verify, claim each request id (so a copy of a message never
-//! trades), execute per symbol in order (different symbols concurrently), and decide
-//! each message's fate. Nothing here touches the broker: the run loop publishes the
-//! retries and dead letters of the returned [`Disposition`]s, then the batch's rows
-//! are committed, and only then are the deliveries acknowledged.
+//! Executing signals: verify, claim each request id (so a copy of a message never
+//! trades), execute, and decide each message's fate. Nothing here touches the broker or
+//! chooses what runs when: the run loop (`crate::run`) keeps each symbol's order, then
+//! publishes the retries and dead letters of the returned [`Disposition`]s, commits a
+//! batch of outcomes, and only then acknowledges the deliveries.
 
 use std::any::Any;
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::future::join_all;
 use futures_util::FutureExt;
 use hoox_common::event::Event;
 use hoox_common::logs::{LogEntry, Worker as LogWorker};
@@ -28,7 +26,7 @@ use uuid::Uuid;
 
 use crate::exchange::router::{ExchangeRouter, RouteSource};
 use crate::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
-use crate::store::{self, Attempt, Claim, ExecutionState, Fill, Lease};
+use crate::store::{self, Attempt, ExecutionState, Fill};
 
 /// A message as it came off the queue.
 #[derive(Debug, Clone)]
@@ -90,17 +88,6 @@ pub struct Processed {
     pub outcome: Option<(Uuid, ExecutionState)>,
 }
 
-/// A delivery the claim lets run: its place in the batch, its message, and whether
-/// its attempt was started before.
-type Run<'a> = (usize, &'a QueueMessage, bool);
-
-/// A processed batch, still holding the claim on its request ids.
-pub struct Executed {
-    /// Each delivery's outcome, in delivery order.
-    pub processed: Vec<Processed>,
-    lease: Lease,
-}
-
 /// The batch was interrupted by shutdown before anything was decided: ack nothing.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by shutdown")]
@@ -131,11 +118,13 @@ fn log(request_id: Option<Uuid>, event: Event) -> LogEntry {
     LogEntry::now(LogWorker::Consumer, request_id, event)
 }
 
-/// The batch a delivery came in.
+/// The deliveries claimed together, as the trail names them.
 #[derive(Debug, Clone, Copy)]
-struct Batch {
-    id: Uuid,
-    size: usize,
+pub struct Batch {
+    /// Its id.
+    pub id: Uuid,
+    /// How many deliveries it took.
+    pub size: usize,
 }
 
 impl Worker {
@@ -162,114 +151,78 @@ impl Worker {
         Self { notifier, ..self }
     }
 
-    /// Processes a batch: claims its request ids, then executes what the claim allows.
-    /// The result is in delivery order, and holds the claim until [`Worker::commit`].
-    pub async fn process(
-        &self,
-        batch: &[Incoming],
-        token: &CancellationToken,
-    ) -> Result<Executed, Interrupted> {
-        let batch_info = Batch {
-            id: Uuid::new_v4(),
-            size: batch.len(),
-        };
-        let decoded: Vec<_> = batch
-            .iter()
-            .map(|m| {
-                QueueMessage::decode(&m.body, m.signature.as_deref(), &self.settings.internal_key)
-            })
-            .collect();
-
-        let mut results: Vec<Option<Processed>> = vec![None; batch.len()];
-        // The first delivery of each request id in the batch is claimed; a later one is
-        // a copy (a broker redelivery, or a message published twice).
-        let mut claimed: Vec<(usize, &QueueMessage)> = Vec::new();
-        let mut seen = HashSet::new();
-        for (index, (incoming, decoded)) in batch.iter().zip(&decoded).enumerate() {
-            match decoded {
-                Err(err) => results[index] = Some(undecodable(incoming, err)),
-                Ok(message) if !seen.insert(message.request_id) => {
-                    results[index] = Some(copy(message, None));
-                }
-                Ok(message) => claimed.push((index, message)),
-            }
-        }
-        let attempts: Vec<Attempt> = claimed
-            .iter()
-            .map(|(_, m)| Attempt {
-                request_id: m.request_id,
-                replays: m.replays,
-                attempt: m.attempt(),
-            })
-            .collect();
-        let (lease, claims) = self
-            .wait_for_db(token, || store::claim(&self.pool, &attempts))
-            .await?;
-
-        // Per symbol, in arrival order: signals for one symbol never overtake each other.
-        let mut groups: Vec<(&str, Vec<Run<'_>>)> = Vec::new();
-        for (&(index, message), claim) in claimed.iter().zip(&claims) {
-            let resumed = match claim {
-                Claim::Run { resumed } => *resumed,
-                Claim::Busy => {
-                    results[index] = Some(self.deferred(message));
-                    continue;
-                }
-                Claim::Copy { state } => {
-                    results[index] = Some(copy(message, Some(*state)));
-                    continue;
-                }
-            };
-            let symbol = message.signal.symbol.as_str();
-            match groups.iter_mut().find(|(s, _)| *s == symbol) {
-                Some((_, runs)) => runs.push((index, message, resumed)),
-                None => groups.push((symbol, vec![(index, message, resumed)])),
-            }
-        }
-
-        let executed = join_all(groups.iter().map(|(_, runs)| async move {
-            let mut out = Vec::with_capacity(runs.len());
-            for &(index, message, resumed) in runs {
-                // A panic in one signal's execution (a bug, an exchange answer nobody
-                // foresaw) dead-letters that signal alone, not its batch or the consumer.
-                let span = tracing::info_span!(
-                    "order",
-                    request_id = %message.request_id,
-                    symbol = %message.signal.symbol,
-                    exchange = tracing::field::Empty,
-                );
-                let executed =
-                    AssertUnwindSafe(self.execute(message, &batch[index], resumed, batch_info))
-                        .catch_unwind()
-                        .instrument(span)
-                        .await
-                        .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()));
-                out.push((index, executed));
-            }
-            out
-        }))
-        .await;
-        for (index, processed) in executed.into_iter().flatten() {
-            results[index] = Some(processed);
-        }
-        Ok(Executed {
-            processed: results.into_iter().flatten().collect(),
-            lease,
-        })
+    /// The message a delivery carries, or the dead letter of one that cannot be read
+    /// or verified.
+    pub fn decode(&self, incoming: &Incoming) -> Result<QueueMessage, Box<Processed>> {
+        QueueMessage::decode(
+            &incoming.body,
+            incoming.signature.as_deref(),
+            &self.settings.internal_key,
+        )
+        .map_err(|err| Box::new(undecodable(incoming, &err)))
     }
 
-    /// Commits the batch's fills, audit rows and outcomes, retrying while the database
-    /// is down, then lets go of its claim.
+    /// The claim's view of `message` on the main queue `queue`.
+    pub fn attempt(&self, message: &QueueMessage, queue: &str) -> Attempt {
+        Attempt {
+            request_id: message.request_id,
+            replays: message.replays,
+            attempt: message.attempt(),
+            queue: queue.to_owned(),
+            symbol: message.signal.symbol.as_str().to_owned(),
+            age_origin: message.age_origin(),
+        }
+    }
+
+    /// The oldest a signal may be and still be executed.
+    pub fn signal_max_age(&self) -> Duration {
+        self.settings.signal_max_age
+    }
+
+    /// The retry schedule.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.settings.retry
+    }
+
+    /// The database this worker records in.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Executes one claimed delivery: `resumed` when its attempt was started before.
+    /// A panic in the execution (a bug, an exchange answer nobody foresaw) dead-letters
+    /// this signal alone, not its batch or the consumer.
+    pub async fn run(
+        &self,
+        message: &QueueMessage,
+        incoming: &Incoming,
+        resumed: bool,
+        batch: Batch,
+    ) -> Processed {
+        let span = tracing::info_span!(
+            "order",
+            request_id = %message.request_id,
+            symbol = %message.signal.symbol,
+            exchange = tracing::field::Empty,
+        );
+        AssertUnwindSafe(self.execute(message, incoming, resumed, batch))
+            .catch_unwind()
+            .instrument(span)
+            .await
+            .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()))
+    }
+
+    /// Commits a batch's fills, audit rows and outcomes in one transaction, retrying
+    /// while the database is down.
     ///
     /// The run loop publishes retries and dead letters before this commit: an outcome
     /// recorded as `retrying` or `dead` is then always in the broker, and a crash in
     /// between leaves the attempt `running`, which a redelivery resumes.
     pub async fn commit(
         &self,
-        executed: Executed,
+        processed: &[&Processed],
         token: &CancellationToken,
     ) -> Result<(), Interrupted> {
-        let Executed { processed, lease } = executed;
         let fills: Vec<Fill> = processed.iter().filter_map(|p| p.fill.clone()).collect();
         let logs: Vec<LogEntry> = processed
             .iter()
@@ -281,7 +234,6 @@ impl Worker {
             store::commit_batch(&self.pool, &fills, &logs, &outcomes)
         })
         .await?;
-        lease.release().await;
         // Counted and told once committed, from the same events as the trail; the
         // notifier only queues, so a slow Telegram never holds the batch.
         for entry in &logs {
@@ -624,28 +576,6 @@ impl Worker {
         self.dead_letter(message, DeadReason::Fatal, error, Some(record), Vec::new())
     }
 
-    /// A delivery whose request id another consumer is executing right now: it waits
-    /// out the first delay tier and is looked at again, unchanged. Acknowledging it
-    /// would lose the signal if that other consumer died before finishing.
-    fn deferred(&self, message: &QueueMessage) -> Processed {
-        let delay = self.settings.retry.defer_delay();
-        Processed {
-            fill: None,
-            logs: vec![log(
-                Some(message.request_id),
-                Event::Deferred {
-                    attempt: message.attempt(),
-                    delay_ms: millis(delay),
-                },
-            )],
-            disposition: Disposition::Retry {
-                delay,
-                message: self.outgoing(message),
-            },
-            outcome: None,
-        }
-    }
-
     fn outgoing(&self, message: &QueueMessage) -> Outgoing {
         let (body, signature) = message.encode(&self.settings.internal_key);
         Outgoing {
@@ -691,9 +621,9 @@ fn undecodable(incoming: &Incoming, err: &DecodeError) -> Processed {
     }
 }
 
-/// A delivery of an attempt that already ran (or runs in this batch): acknowledged
-/// without trading, with an audit row, because executing it would trade twice.
-fn copy(message: &QueueMessage, state: Option<ExecutionState>) -> Processed {
+/// A delivery of an attempt that already ran: acknowledged without trading, with an
+/// audit row, because executing it would trade twice.
+pub fn copy(message: &QueueMessage, state: Option<ExecutionState>) -> Processed {
     Processed {
         fill: None,
         logs: vec![log(

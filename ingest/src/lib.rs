@@ -182,6 +182,7 @@ pub async fn run(
     let Some((pool, config)) = opened else {
         return Ok(());
     };
+    hoox_common::partitions::check(&pool, &service.amqp.topology()).await?;
     // The broker connection outlives the server: it closes only once every webhook in
     // flight has its confirm and audit row (see the end of this function).
     let publisher_token = CancellationToken::new();

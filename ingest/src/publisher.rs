@@ -82,7 +82,7 @@ enum SetupError {
     Broker(#[from] lapin::Error),
 }
 
-/// A supervised, confirming publisher to the main queue.
+/// A supervised, confirming publisher to the partition queues.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -121,18 +121,19 @@ impl Publisher {
         self.current().is_some_and(|c| c.status().connected())
     }
 
-    /// Publishes one persistent, mandatory, signed message to the main queue and waits
+    /// Publishes one persistent, mandatory, signed message to the partition of `symbol` and waits
     /// for the broker's verdict, at most [`CONFIRM_TIMEOUT`]. Every verdict the broker
     /// gives is passed to `settle` before this returns, or when it comes if later; when
     /// the outcome stays unknown (the connection failed), `settle` is never called.
     pub async fn publish(
         &self,
         request_id: Uuid,
+        symbol: &str,
         body: &[u8],
         signature: &str,
         settle: impl Settle,
     ) -> Result<(), PublishError> {
-        let mut verdict = match self.send(request_id, body, signature).await {
+        let mut verdict = match self.send(request_id, symbol, body, signature).await {
             Ok(verdict) => verdict,
             Err(err) => return Err(settled(err, settle).await),
         };
@@ -171,6 +172,7 @@ impl Publisher {
     async fn send(
         &self,
         request_id: Uuid,
+        symbol: &str,
         body: &[u8],
         signature: &str,
     ) -> Result<impl Future<Output = Result<(), PublishError>> + Send + Unpin, PublishError> {
@@ -184,8 +186,8 @@ impl Publisher {
         }
         let id = request_id.to_string();
         let headers = amqp::signed_headers(Some(signature), Some(&id));
-        let queue = self.inner.topology.queue();
-        let confirm = amqp::publish(&channel, queue, body, headers, Some(&id))
+        let queue = self.inner.topology.queue_for(symbol);
+        let confirm = amqp::publish(&channel, &queue, body, headers, Some(&id))
             .await
             .map_err(|err| {
                 self.reconnect();
@@ -195,8 +197,9 @@ impl Publisher {
         let publisher = self.clone();
         Ok(Box::pin(async move {
             let verdict = match confirm.await {
-                Ok(confirmation) => amqp::confirmed(confirmation, publisher.inner.topology.queue())
-                    .map_err(PublishError::Refused),
+                Ok(confirmation) => {
+                    amqp::confirmed(confirmation, &queue).map_err(PublishError::Refused)
+                }
                 Err(err) => Err(PublishError::ConnectionLost(err)),
             };
             hoox_common::metrics::publish_took(started.elapsed());

@@ -194,7 +194,13 @@ impl Bot {
                 .fetch_one(&self.pool)
                 .await?;
         let connection = self.connect().await?;
-        let main = queue_counts(&connection, self.topology.queue()).await;
+        let mut main = queue_counts(&connection, self.topology.queue()).await;
+        for partition in 0..self.topology.partitions() {
+            let counts = queue_counts(&connection, &self.topology.partition_queue(partition)).await;
+            main = main.and_then(|(depth, consumers)| {
+                counts.map(|(more, _)| (depth.saturating_add(more), consumers))
+            });
+        }
         let dlq = queue_counts(&connection, &self.topology.dlq()).await;
         let _ = connection.close(200, "done".into()).await;
         let (depth, consumers) = main?;
@@ -207,8 +213,9 @@ impl Bot {
         );
         let _ = writeln!(
             out,
-            "queue {}: {depth} waiting, {consumers} consumers",
-            self.topology.queue()
+            "queue {} ({} partitions): {depth} waiting, {consumers} consumers",
+            self.topology.queue(),
+            self.topology.partitions()
         );
         let _ = writeln!(out, "dead letters: {dead}");
         let _ = write!(

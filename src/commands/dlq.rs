@@ -3,7 +3,7 @@
 //! Reading takes every dead letter with `basic.get` without acknowledging it; what the
 //! command does not remove is handed back when the channel closes, and the broker
 //! returns it to its place. So inspection never loses or reorders a dead letter, and
-//! works while consumers run (they consume the main queue, never the DLQ).
+//! works while consumers run (they consume the partitions, never the DLQ).
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send dead letters back to the main queue with a fresh attempt count.
+    /// Send dead letters back to their symbol's partition with a fresh attempt count.
     ///
     /// A replay is your decision to execute the signal now: its age counts from the
     /// replay, and its original receipt time stays in its history. Needs
@@ -145,7 +145,7 @@ impl DlqRead {
             .context("close DLQ channel")
     }
 
-    /// Replays dead letter `index` to the main queue, then removes it.
+    /// Replays dead letter `index` to its symbol's partition, then removes it.
     async fn replay(
         &self,
         index: usize,
@@ -166,7 +166,8 @@ impl DlqRead {
         let (body, signature) = replayed.encode(key);
         let id = replayed.request_id.to_string();
         let headers = amqp::signed_headers(Some(&signature), Some(&id));
-        amqp::publish_confirmed(&self.channel, topology.queue(), &body, headers, Some(&id)).await?;
+        let queue = topology.queue_for(replayed.signal.symbol.as_str());
+        amqp::publish_confirmed(&self.channel, &queue, &body, headers, Some(&id)).await?;
         // Published and confirmed before the dead letter is removed: a crash in between
         // leaves a copy in the DLQ, never a lost signal.
         self.remove(index).await?;
@@ -190,6 +191,7 @@ pub async fn replay(
     pool: &PgPool,
     request_id: Option<Uuid>,
 ) -> anyhow::Result<(Vec<QueueMessage>, usize)> {
+    hoox_common::partitions::check(pool, topology).await?;
     let read = DlqRead::open(connection, topology, Some(key)).await?;
     // A dead letter whose signal has a fill is a copy (the broker's own poison copy,
     // or one left by a crash between its publish and its commit): replaying it would
@@ -432,7 +434,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     println!(
                         "replayed {} to {}",
                         message.request_id,
-                        escape(topology.queue())
+                        escape(&topology.queue_for(message.signal.symbol.as_str()))
                     );
                 }
                 if all && skipped > 0 {

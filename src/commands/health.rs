@@ -117,8 +117,10 @@ pub struct Database {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueRole {
-    /// The main queue the consumers read.
+    /// The main queue: the inbox that retries return to, forwarded to the partitions.
     Main,
+    /// A partition queue: the signals of the symbols that hash to it.
+    Partition,
     /// A delay tier, waiting out a retry.
     Retry,
     /// The dead-letter queue.
@@ -286,6 +288,9 @@ async fn inspect_broker(
     let topology = amqp.topology();
     let mut names = vec![(topology.queue().to_owned(), QueueRole::Main)];
     names.extend(
+        (0..topology.partitions()).map(|p| (topology.partition_queue(p), QueueRole::Partition)),
+    );
+    names.extend(
         topology
             .retry_policy()
             .tiers()
@@ -390,6 +395,11 @@ async fn inspect_queue(
                 findings.problem(
                     Check::Consumers,
                     format!("queue {name} has no consumer: signals pile up until a consumer runs"),
+                );
+            } else if role == QueueRole::Partition && queue.consumer_count() == 0 {
+                findings.problem(
+                    Check::Consumers,
+                    format!("partition {name} has no consumer: its symbols' signals wait until a consumer leases it"),
                 );
             }
             QueueState {
@@ -640,13 +650,16 @@ pub fn render(report: &Report) -> String {
     for queue in &report.queues {
         let role = match queue.role {
             QueueRole::Main => "queue",
+            QueueRole::Partition => "partition",
             QueueRole::Retry => "retry queue",
             QueueRole::Dlq => "dead letters",
         };
         line(
             role,
             match (queue.messages, queue.consumers) {
-                (Some(messages), Some(consumers)) if queue.role == QueueRole::Main => {
+                (Some(messages), Some(consumers))
+                    if matches!(queue.role, QueueRole::Main | QueueRole::Partition) =>
+                {
                     format!(
                         "{}: {messages} message(s), {consumers} consumer(s)",
                         queue.name

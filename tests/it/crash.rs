@@ -11,11 +11,17 @@ async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: 
     // Ingest in this process; the consumer is a separate `hoox run` we can SIGKILL.
     let app = TestApp::ingest_only(pool.clone()).await;
     app.ready().await;
-    // Each paper order takes 100 ms, so a batch of ten same-symbol signals is in
-    // flight for about a second: long enough to kill it in the middle.
+    // Each paper order takes 100 ms; outcomes cannot commit while the test holds a lock
+    // on `fills`, so orders are placed and left uncommitted: the moment to kill.
     app.set_config(PAPER_LATENCY_MS, "100").await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE fills IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
     for i in 0..20 {
-        let mut body = signal("BTCUSDT");
+        let symbol = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"][i % 4];
+        let mut body = signal(symbol);
         body["idempotencyKey"] = json!(format!("crash-{i}"));
         let (status, envelope) = app.post(&body).await;
         assert_eq!(status, 202, "{envelope}");
@@ -32,6 +38,7 @@ async fn consumer_killed_mid_batch_loses_nothing_and_trades_nothing_twice(pool: 
     )
     .await;
     first.kill().await.expect("SIGKILL");
+    lock.rollback().await.unwrap();
     let placed_before_restart = count(&pool, "SELECT count(*) FROM paper_orders").await;
     assert!(placed_before_restart > count(&pool, "SELECT count(*) FROM fills").await);
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use hoox::commands::dlq;
 use hoox_consumer::exchange::Exchange;
-use hoox_consumer::worker::Incoming;
+use hoox_consumer::store::{self, Claim};
+use hoox_consumer::worker::{Batch, Incoming};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -296,28 +297,42 @@ async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_
         redelivered: false,
     };
     let token = CancellationToken::new();
+    let batch = Batch {
+        id: Uuid::new_v4(),
+        size: 1,
+    };
+    let attempt = worker.attempt(&message, "trade-execution");
 
-    // The order is placed, then the consumer dies before its batch commits: the
-    // claim's connection closes with it, and the attempt stays `running`.
-    let interrupted = worker
-        .process(std::slice::from_ref(&delivery), &token)
+    // The order is placed, then the consumer dies before its outcome commits: its
+    // lease connection, which holds the claim, closes with it, and the attempt stays
+    // `running`.
+    let mut lease = pool.acquire().await.unwrap().detach();
+    let claims = store::claim(&mut lease, std::slice::from_ref(&attempt))
         .await
         .unwrap();
-    assert!(interrupted.processed[0].fill.is_some());
-    drop(interrupted);
+    assert_eq!(claims, [Claim::Run { resumed: false }]);
+    let interrupted = worker.run(&message, &delivery, false, batch).await;
+    assert!(interrupted.fill.is_some());
+    drop(lease);
     assert_eq!(ledger.accepted().len(), 1);
 
     // The broker redelivers it (possibly with the flag unset, as after a copy).
-    let resumed = worker.process(&[delivery], &token).await.unwrap();
-    let fill = resumed.processed[0]
-        .fill
-        .clone()
-        .expect("found and recorded");
+    let (_lease, claims) = eventually("the dead consumer's claim let go", || async {
+        let mut lease = pool.acquire().await.unwrap().detach();
+        let claims = store::claim(&mut lease, std::slice::from_ref(&attempt))
+            .await
+            .unwrap();
+        (claims != [Claim::Busy]).then_some((lease, claims))
+    })
+    .await;
+    assert_eq!(claims, [Claim::Run { resumed: true }]);
+    let resumed = worker.run(&message, &delivery, true, batch).await;
+    let fill = resumed.fill.clone().expect("found and recorded");
     assert_eq!(
         fill.exchange_order_id.as_deref(),
         Some(format!("ledger-{}", message.request_id.simple()).as_str())
     );
-    worker.commit(resumed, &token).await.unwrap();
+    worker.commit(&[&resumed], &token).await.unwrap();
     assert_eq!(
         ledger.accepted().len(),
         1,

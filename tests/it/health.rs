@@ -52,21 +52,31 @@ fn live<'a>(report: &'a Value, exchange: &str) -> &'a Value {
 /// Waits until a consumer of the app is attached to its main queue.
 async fn consumer_attached(app: &TestApp) {
     let connection = broker().await;
-    eventually("a consumer on the main queue", || async {
-        let channel = connection.create_channel().await.ok()?;
-        let queue = channel
-            .queue_declare(
-                app.topology.queue().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok()?;
-        (queue.consumer_count() > 0).then_some(())
-    })
+    let mut names = vec![app.topology.queue().to_owned()];
+    names.extend((0..app.topology.partitions()).map(|p| app.topology.partition_queue(p)));
+    eventually(
+        "a consumer on the main queue and on each partition",
+        || async {
+            let channel = connection.create_channel().await.ok()?;
+            for name in &names {
+                let queue = channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .ok()?;
+                if queue.consumer_count() == 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
     .await;
     let _ = connection.close(200, "done".into()).await;
 }
@@ -109,11 +119,22 @@ async fn a_running_pipeline_is_healthy_and_reports_every_queue(pool: PgPool) {
     assert_eq!(report["database"]["migrationsCurrent"], true);
     let queues = report["queues"].as_array().unwrap();
     let tiers = app.topology.retry_policy().tiers().len();
-    assert_eq!(queues.len(), tiers + 2, "main, each tier, DLQ: {report:#}");
+    let partitions = usize::from(app.topology.partitions());
+    assert_eq!(
+        queues.len(),
+        partitions + tiers + 2,
+        "main, each partition, each tier, DLQ: {report:#}"
+    );
     assert_eq!(queues[0]["name"], app.topology.queue());
     assert_eq!(queues[0]["role"], "main");
     assert!(queues[0]["consumers"].as_u64().unwrap() >= 1);
     assert_eq!(queues[0]["messages"], 0);
+    for (p, queue) in queues[1..=partitions].iter().enumerate() {
+        let p = u16::try_from(p).unwrap();
+        assert_eq!(queue["name"], app.topology.partition_queue(p));
+        assert_eq!(queue["role"], "partition");
+        assert!(queue["consumers"].as_u64().unwrap() >= 1, "{report:#}");
+    }
     assert!(queues.iter().all(|q| q["exists"] == true));
     assert_eq!(report["deadLetters"]["count"], 0);
     assert_eq!(report["killSwitch"], false);
@@ -178,7 +199,13 @@ async fn a_main_queue_without_a_consumer_is_a_problem(pool: PgPool) {
     let (code, report) = health(app.hoox(), &[]).await;
 
     assert_eq!(code, 1, "{report:#}");
-    assert_eq!(checks(&report, "problems"), ["consumers"], "{report:#}");
+    // The main queue and each partition: none has a consumer.
+    let partitions = usize::from(app.topology.partitions());
+    assert_eq!(
+        checks(&report, "problems"),
+        vec!["consumers"; 1 + partitions],
+        "{report:#}"
+    );
     assert_eq!(report["queues"][0]["consumers"], 0);
     app.stop().await;
 }

@@ -25,6 +25,7 @@ mod health;
 mod hostile;
 mod logs;
 mod metrics;
+mod ordering;
 mod outages;
 mod pipeline;
 mod retry;

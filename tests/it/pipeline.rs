@@ -12,17 +12,18 @@ use futures_util::StreamExt;
 use hoox_common::message::{QueueMessage, HEADER_REASON, HEADER_SIGNATURE};
 use hoox_common::signal::{ExchangeName, Leverage, WebhookSignal};
 use hoox_consumer::exchange::{Exchange, ExchangeError, OrderAck, OrderRequest};
-use hoox_consumer::worker::{Disposition, Incoming};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{amqp_url, count, eventually, filled, signal, TestApp, INTERNAL_KEY};
+use crate::support::{
+    amqp_url, broker, count, eventually, filled, publish_signed, signal, Options, TestApp,
+    INTERNAL_KEY,
+};
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn webhook_becomes_exactly_one_fill_and_trace_shows_its_life(pool: PgPool) {
@@ -292,8 +293,14 @@ impl Exchange for Probe {
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(pool: PgPool) {
     let probe = Arc::new(Probe::default());
-    let key = SecretString::from(INTERNAL_KEY.to_owned());
-    let worker = crate::support::worker_on(&pool, probe.clone());
+    let mut app = TestApp::with(
+        pool.clone(),
+        Options {
+            consumer: false,
+            ..Options::default()
+        },
+    )
+    .await;
     let order = ["BTCUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT", "BTCUSDT"];
     let messages: Vec<QueueMessage> = order
         .iter()
@@ -302,26 +309,16 @@ async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(poo
             QueueMessage::new(Uuid::new_v4(), Utc::now(), parsed.signal)
         })
         .collect();
-    let batch: Vec<Incoming> = messages
-        .iter()
-        .map(|m| {
-            let (body, signature) = m.encode(&key);
-            Incoming {
-                body,
-                signature: Some(signature),
-                redelivered: false,
-            }
-        })
-        .collect();
+    let connection = broker().await;
+    for message in &messages {
+        publish_signed(&app, &connection, message).await;
+    }
+    app.start_consumer(vec![probe.clone() as Arc<dyn Exchange>]);
+    eventually("five fills", || async {
+        (count(&pool, "SELECT count(*) FROM fills").await == 5).then_some(())
+    })
+    .await;
 
-    let executed = worker
-        .process(&batch, &CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(executed
-        .processed
-        .iter()
-        .all(|p| p.disposition == Disposition::Ack));
     assert_eq!(
         probe.max_in_flight.load(Ordering::SeqCst),
         2,
@@ -346,9 +343,6 @@ async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(poo
             .collect();
         assert_eq!(called, sent, "{symbol} in arrival order");
     }
-    worker
-        .commit(executed, &CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, 5);
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
 }

@@ -243,6 +243,7 @@ async fn accept(
 
     let message = QueueMessage::new(request_id, received_at, signal);
     let (body, signature) = message.encode(&state.internal_key);
+    let symbol = message.signal.symbol.as_str().to_owned();
     let settlement = Settlement {
         state: state.clone(),
         key,
@@ -251,7 +252,7 @@ async fn accept(
     };
     match state
         .publisher
-        .publish(request_id, &body, &signature, settlement)
+        .publish(request_id, &symbol, &body, &signature, settlement)
         .await
     {
         Ok(()) => {

@@ -12,6 +12,7 @@ mod processes;
 mod report;
 mod stats;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -255,6 +256,9 @@ impl Bench {
         self.queues.push(topology.dlq());
         for delay in self.retry.tiers() {
             self.queues.push(topology.retry_queue(delay));
+        }
+        for partition in 0..topology.partitions() {
+            self.queues.push(topology.partition_queue(partition));
         }
         topology
     }
@@ -529,7 +533,7 @@ impl Bench {
         let p = latencies
             .percentiles()
             .context("ingest accepted no webhook at the fixed rate")?;
-        purge_queue(channel, topology.queue()).await?;
+        purge_topology(channel, &topology).await?;
 
         figures.extend([
             Figure::new(
@@ -628,19 +632,17 @@ impl Bench {
                 symbols.len()
             ));
             let ids: Vec<Uuid> = (0..signals).map(|_| Uuid::new_v4()).collect();
-            let messages = ids
-                .iter()
-                .zip(symbols.iter().cycle())
-                .map(|(id, symbol)| self.queue_message(*id, symbol))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            ceilings::publish(
-                channel,
-                topology.queue(),
-                messages.into_iter(),
-                PIPELINE,
-                None,
-            )
-            .await?;
+            // Straight into each symbol's partition, as ingest publishes them.
+            let mut by_queue: BTreeMap<String, Vec<ceilings::Outgoing>> = BTreeMap::new();
+            for (id, symbol) in ids.iter().zip(symbols.iter().cycle()) {
+                by_queue
+                    .entry(topology.queue_for(symbol))
+                    .or_default()
+                    .push(self.queue_message(*id, symbol)?);
+            }
+            for (queue, messages) in by_queue {
+                ceilings::publish(channel, &queue, messages.into_iter(), PIPELINE, None).await?;
+            }
 
             progress(&format!("consumer: {count} consumer(s) executing them"));
             self.start_consumers(topology.queue(), count, mock).await?;
@@ -981,6 +983,18 @@ async fn delete_topology(channel: &Channel, topology: &Topology) -> anyhow::Resu
     delete_queue(channel, &topology.dlq()).await?;
     for delay in topology.retry_policy().tiers() {
         delete_queue(channel, &topology.retry_queue(delay)).await?;
+    }
+    for partition in 0..topology.partitions() {
+        delete_queue(channel, &topology.partition_queue(partition)).await?;
+    }
+    Ok(())
+}
+
+/// Empties the main queue and its partitions, where ingest's webhooks wait.
+async fn purge_topology(channel: &Channel, topology: &Topology) -> anyhow::Result<()> {
+    purge_queue(channel, topology.queue()).await?;
+    for partition in 0..topology.partitions() {
+        purge_queue(channel, &topology.partition_queue(partition)).await?;
     }
     Ok(())
 }

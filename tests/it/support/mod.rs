@@ -95,6 +95,7 @@ pub fn hoox_with_queues(database_url: &str, topology: &Topology) -> tokio::proce
     let mut command = hoox_on(database_url);
     command
         .env("HOOX_QUEUE", topology.queue())
+        .env("HOOX_PARTITIONS", topology.partitions().to_string())
         .env("HOOX_RETRY_BASE_MS", retry.base.as_millis().to_string())
         .env("HOOX_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string())
         .env(
@@ -159,6 +160,9 @@ pub struct Options {
     pub sources: Sources,
     /// Where the consumers send Telegram notifications; none when `None`.
     pub notifier: Option<Notifier>,
+    /// Partitions of the main queue: fewer than a deployment's default, so that each
+    /// test declares few queues.
+    pub partitions: u16,
 }
 
 impl Default for Options {
@@ -181,6 +185,7 @@ impl Default for Options {
             limits: Limits::default(),
             sources: Sources::open(),
             notifier: None,
+            partitions: 4,
         }
     }
 }
@@ -220,7 +225,8 @@ impl TestApp {
     /// An app with `options`.
     pub async fn with(pool: PgPool, options: Options) -> Self {
         let token = CancellationToken::new();
-        let topology = Topology::new(unique_queue(), options.retry);
+        let topology =
+            Topology::new(unique_queue(), options.retry).with_partitions(options.partitions);
         let config = RuntimeConfig::start(pool.clone(), token.clone())
             .await
             .expect("config loads");
@@ -463,6 +469,7 @@ pub async fn delete_queues_at(url: &str, topology: &Topology) {
         return;
     };
     let mut names = vec![topology.queue().to_owned(), topology.dlq()];
+    names.extend((0..topology.partitions()).map(|p| topology.partition_queue(p)));
     names.extend(
         topology
             .retry_policy()
@@ -597,23 +604,30 @@ pub fn message_for(symbol: &str, received_at: chrono::DateTime<chrono::Utc>) -> 
     QueueMessage::new(uuid::Uuid::new_v4(), received_at, parsed.signal)
 }
 
-/// How many messages wait in the main queue of `app` (declared by ingest once ready).
+/// How many messages wait in the main queue of `app` and its partitions (declared by
+/// ingest once ready).
 pub async fn queue_depth(app: &TestApp) -> u32 {
     let connection = broker().await;
     let channel = connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            app.topology.queue().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut names = vec![app.topology.queue().to_owned()];
+    names.extend((0..app.topology.partitions()).map(|p| app.topology.partition_queue(p)));
+    let mut depth = 0;
+    for name in names {
+        let queue = channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        depth += queue.message_count();
+    }
     let _ = connection.close(200, "done".into()).await;
-    queue.message_count()
+    depth
 }
 
 /// Posts `body` and returns the request id of its 202.
