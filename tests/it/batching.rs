@@ -234,11 +234,11 @@ async fn a_failed_audit_batch_leaves_its_keys_unconfirmed_and_resends_queue_unde
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn a_publish_the_broker_refuses_releases_its_key_and_the_resend_is_accepted(pool: PgPool) {
     let app = ingest(pool).await;
-    // With its queue gone, the broker returns the mandatory message: refused.
+    // With its partition queue gone, the broker returns the mandatory message: refused.
     let connection = crate::support::broker().await;
     let channel = connection.create_channel().await.unwrap();
     channel
-        .queue_delete(app.topology.queue().into(), Default::default())
+        .queue_delete(app.topology.queue_for("BTCUSDT").into(), Default::default())
         .await
         .unwrap();
     let _ = connection.close(200, "done".into()).await;
