@@ -85,6 +85,21 @@ impl Topology {
         format!("{}.p{partition:02}", self.queue)
     }
 
+    /// Every partition queue, in order.
+    pub fn partition_queues(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.partitions).map(|p| self.partition_queue(p))
+    }
+
+    /// Every queue [`Self::declare`] declares: the main queue, its partitions, the
+    /// dead-letter queue and the delay tiers.
+    pub fn queues(&self) -> Vec<String> {
+        let mut names = vec![self.queue.clone()];
+        names.extend(self.partition_queues());
+        names.push(self.dlq());
+        names.extend(self.retry.tiers().into_iter().map(|d| self.retry_queue(d)));
+        names
+    }
+
     /// The partition that carries every signal for `symbol`.
     pub fn partition_of(&self, symbol: &str) -> u16 {
         let buckets = u64::from(self.partitions.max(1));

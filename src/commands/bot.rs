@@ -195,8 +195,8 @@ impl Bot {
                 .await?;
         let connection = self.connect().await?;
         let mut main = queue_counts(&connection, self.topology.queue()).await;
-        for partition in 0..self.topology.partitions() {
-            let counts = queue_counts(&connection, &self.topology.partition_queue(partition)).await;
+        for partition in self.topology.partition_queues() {
+            let counts = queue_counts(&connection, &partition).await;
             main = main.and_then(|(depth, consumers)| {
                 counts.map(|(more, _)| (depth.saturating_add(more), consumers))
             });

@@ -288,7 +288,9 @@ async fn inspect_broker(
     let topology = amqp.topology();
     let mut names = vec![(topology.queue().to_owned(), QueueRole::Main)];
     names.extend(
-        (0..topology.partitions()).map(|p| (topology.partition_queue(p), QueueRole::Partition)),
+        topology
+            .partition_queues()
+            .map(|q| (q, QueueRole::Partition)),
     );
     names.extend(
         topology

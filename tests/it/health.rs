@@ -53,7 +53,7 @@ fn live<'a>(report: &'a Value, exchange: &str) -> &'a Value {
 async fn consumer_attached(app: &TestApp) {
     let connection = broker().await;
     let mut names = vec![app.topology.queue().to_owned()];
-    names.extend((0..app.topology.partitions()).map(|p| app.topology.partition_queue(p)));
+    names.extend(app.topology.partition_queues());
     eventually(
         "a consumer on the main queue and on each partition",
         || async {

@@ -252,14 +252,7 @@ impl Bench {
     /// A topology of this run, its queues remembered for the clean-up.
     fn topology(&mut self, suffix: &str) -> Topology {
         let topology = Topology::new(format!("hoox-bench-{}{suffix}", self.id), self.retry);
-        self.queues.push(topology.queue().to_owned());
-        self.queues.push(topology.dlq());
-        for delay in self.retry.tiers() {
-            self.queues.push(topology.retry_queue(delay));
-        }
-        for partition in 0..topology.partitions() {
-            self.queues.push(topology.partition_queue(partition));
-        }
+        self.queues.extend(topology.queues());
         topology
     }
 
@@ -979,13 +972,8 @@ async fn delete_queue(channel: &Channel, queue: &str) -> anyhow::Result<()> {
 }
 
 async fn delete_topology(channel: &Channel, topology: &Topology) -> anyhow::Result<()> {
-    delete_queue(channel, topology.queue()).await?;
-    delete_queue(channel, &topology.dlq()).await?;
-    for delay in topology.retry_policy().tiers() {
-        delete_queue(channel, &topology.retry_queue(delay)).await?;
-    }
-    for partition in 0..topology.partitions() {
-        delete_queue(channel, &topology.partition_queue(partition)).await?;
+    for queue in topology.queues() {
+        delete_queue(channel, &queue).await?;
     }
     Ok(())
 }
@@ -993,8 +981,8 @@ async fn delete_topology(channel: &Channel, topology: &Topology) -> anyhow::Resu
 /// Empties the main queue and its partitions, where ingest's webhooks wait.
 async fn purge_topology(channel: &Channel, topology: &Topology) -> anyhow::Result<()> {
     purge_queue(channel, topology.queue()).await?;
-    for partition in 0..topology.partitions() {
-        purge_queue(channel, &topology.partition_queue(partition)).await?;
+    for queue in topology.partition_queues() {
+        purge_queue(channel, &queue).await?;
     }
     Ok(())
 }

@@ -468,16 +468,7 @@ pub async fn delete_queues_at(url: &str, topology: &Topology) {
     let Ok(channel) = connection.create_channel().await else {
         return;
     };
-    let mut names = vec![topology.queue().to_owned(), topology.dlq()];
-    names.extend((0..topology.partitions()).map(|p| topology.partition_queue(p)));
-    names.extend(
-        topology
-            .retry_policy()
-            .tiers()
-            .into_iter()
-            .map(|d| topology.retry_queue(d)),
-    );
-    for name in names {
+    for name in topology.queues() {
         let _ = channel
             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
             .await;
@@ -610,7 +601,7 @@ pub async fn queue_depth(app: &TestApp) -> u32 {
     let connection = broker().await;
     let channel = connection.create_channel().await.unwrap();
     let mut names = vec![app.topology.queue().to_owned()];
-    names.extend((0..app.topology.partitions()).map(|p| app.topology.partition_queue(p)));
+    names.extend(app.topology.partition_queues());
     let mut depth = 0;
     for name in names {
         let queue = channel
