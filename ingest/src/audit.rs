@@ -27,12 +27,8 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// Starts recording through `pool`.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let limits = batch::Limits {
-            max_items: 512,
-            in_flight: 2,
-        };
         Self {
-            batcher: Batcher::start(RecordJob { pool }, limits),
+            batcher: Batcher::start(RecordJob { pool }, batch::Limits::WEBHOOKS),
         }
     }
 

@@ -38,6 +38,15 @@ pub(crate) struct Limits {
     pub(crate) in_flight: usize,
 }
 
+impl Limits {
+    /// The webhook path's: claims and audit rows of up to 512 webhooks per statement,
+    /// two statements at a time (four of the pool's connections in all).
+    pub(crate) const WEBHOOKS: Self = Self {
+        max_items: 512,
+        in_flight: 2,
+    };
+}
+
 /// The batch holding an item failed as a whole: nothing of it was written.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the database write shared with concurrent webhooks failed")]

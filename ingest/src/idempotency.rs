@@ -87,12 +87,8 @@ pub(crate) struct Claims {
 impl Claims {
     /// Starts claiming through `pool`.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let limits = batch::Limits {
-            max_items: 512,
-            in_flight: 2,
-        };
         Self {
-            batcher: Batcher::start(ClaimJob { pool }, limits),
+            batcher: Batcher::start(ClaimJob { pool }, batch::Limits::WEBHOOKS),
         }
     }
 
