@@ -15,6 +15,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::support::overlaps::SymbolOverlaps;
 use crate::support::{
     accepted, broker, count, dead_letters, eventually, filled, signal, spawn_hoox, Options, TestApp,
 };
@@ -39,8 +40,7 @@ struct Arrivals {
     latency: Duration,
     rate_limit_first_of: Mutex<Option<String>>,
     arrivals: Mutex<Vec<Arrival>>,
-    in_flight: Mutex<HashMap<String, usize>>,
-    overlaps: Mutex<usize>,
+    overlaps: SymbolOverlaps,
 }
 
 impl Arrivals {
@@ -85,14 +85,7 @@ impl Exchange for Arrivals {
 
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let symbol = order.symbol.to_string();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap();
-            let n = in_flight.entry(symbol.clone()).or_default();
-            *n += 1;
-            if *n > 1 {
-                *self.overlaps.lock().unwrap() += 1;
-            }
-        }
+        self.overlaps.enter(&symbol);
         let refuse = {
             let mut first_of = self.rate_limit_first_of.lock().unwrap();
             let refuse = first_of.as_deref() == Some(symbol.as_str());
@@ -107,7 +100,7 @@ impl Exchange for Arrivals {
             accepted: !refuse,
         });
         tokio::time::sleep(self.latency).await;
-        *self.in_flight.lock().unwrap().get_mut(&symbol).unwrap() -= 1;
+        self.overlaps.leave(&symbol);
         if refuse {
             return Err(ExchangeError::new(
                 ErrorClass::Retryable,
@@ -212,7 +205,7 @@ async fn three_consumers_send_each_symbols_signals_in_publish_order_one_at_a_tim
         );
     }
     assert_eq!(
-        *exchange.overlaps.lock().unwrap(),
+        exchange.overlaps.count(),
         0,
         "a symbol's next order never went out before the previous one was answered"
     );

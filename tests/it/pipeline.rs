@@ -1,7 +1,6 @@
 //! Webhook to fill: exactly once, in batches, in order per symbol, and never for a
 //! message the consumer cannot verify.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::support::overlaps::SymbolOverlaps;
 use crate::support::{
     amqp_url, broker, count, eventually, filled, publish_signed, signal, Options, TestApp,
     INTERNAL_KEY,
@@ -229,8 +229,7 @@ async fn forged_or_unsigned_messages_are_dead_lettered_and_never_executed(pool: 
 struct Probe {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
-    per_symbol_in_flight: Mutex<HashMap<String, usize>>,
-    overlaps_within_symbol: AtomicUsize,
+    overlaps_within_symbol: SymbolOverlaps,
     calls: Mutex<Vec<(String, Uuid)>>,
 }
 
@@ -250,14 +249,7 @@ impl Exchange for Probe {
 
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let symbol = order.symbol.to_string();
-        {
-            let mut per_symbol = self.per_symbol_in_flight.lock().unwrap();
-            let n = per_symbol.entry(symbol.clone()).or_default();
-            *n += 1;
-            if *n > 1 {
-                self.overlaps_within_symbol.fetch_add(1, Ordering::SeqCst);
-            }
-        }
+        self.overlaps_within_symbol.enter(&symbol);
         self.calls
             .lock()
             .unwrap()
@@ -273,12 +265,7 @@ impl Exchange for Probe {
             tokio::task::yield_now().await;
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        *self
-            .per_symbol_in_flight
-            .lock()
-            .unwrap()
-            .get_mut(&symbol)
-            .unwrap() -= 1;
+        self.overlaps_within_symbol.leave(&symbol);
         Ok(filled(order, order.client_order_id.as_str().to_owned()))
     }
 
@@ -325,7 +312,7 @@ async fn one_symbol_keeps_its_order_while_different_symbols_run_concurrently(poo
         "BTC and ETH overlapped"
     );
     assert_eq!(
-        probe.overlaps_within_symbol.load(Ordering::SeqCst),
+        probe.overlaps_within_symbol.count(),
         0,
         "one symbol never overlapped itself"
     );

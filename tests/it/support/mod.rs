@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod exchanges;
 pub mod ledger;
+pub mod overlaps;
 pub mod proxy;
 pub mod raw;
 pub mod telegram;
