@@ -56,6 +56,9 @@ enum Source {
     Inbox,
 }
 
+/// The deliveries of every queue this consumer subscribes to, each tagged with its queue.
+type Deliveries = SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>;
+
 /// A delivery of a partition, read and verified.
 struct Taken {
     acker: Acker,
@@ -269,8 +272,7 @@ async fn consume_on(
         draining: false,
         rebalancing: false,
     };
-    let mut deliveries: SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>> =
-        SelectAll::new();
+    let mut deliveries: Deliveries = SelectAll::new();
     let mut work: FuturesUnordered<BoxFuture<'static, Work>> = FuturesUnordered::new();
     let mut settling: Option<BoxFuture<'static, Result<Vec<Settled>, SettleError>>> = None;
     let mut forwarding: Option<BoxFuture<'static, anyhow::Result<()>>> = None;
@@ -476,11 +478,7 @@ impl Session<'_> {
     }
 
     /// Handles background work that finished.
-    async fn worked(
-        &mut self,
-        done: Work,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
-    ) -> anyhow::Result<()> {
+    async fn worked(&mut self, done: Work, deliveries: &mut Deliveries) -> anyhow::Result<()> {
         match done {
             Work::Rebalanced(looked) => {
                 self.rebalancing = false;
@@ -645,11 +643,7 @@ impl Session<'_> {
     }
 
     /// Starts consuming a newly leased partition: its holds first, then its queue.
-    async fn open(
-        &mut self,
-        partition: u16,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
-    ) -> anyhow::Result<()> {
+    async fn open(&mut self, partition: u16, deliveries: &mut Deliveries) -> anyhow::Result<()> {
         let topology = &self.consumer.topology;
         let worker = &self.consumer.worker;
         let holds = store::holds(worker.pool(), topology.queue())
@@ -691,7 +685,7 @@ impl Session<'_> {
         &self,
         queue: &str,
         source: Source,
-        deliveries: &mut SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>,
+        deliveries: &mut Deliveries,
     ) -> anyhow::Result<(Channel, CancellationToken)> {
         let channel = self
             .connection
