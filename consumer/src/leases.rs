@@ -86,32 +86,15 @@ impl Leases {
     /// Reads who holds what, and says what to acquire and release; `releasing` are
     /// partitions already being handed over.
     pub async fn plan(&mut self, releasing: &BTreeSet<u16>) -> Result<Plan, LeaseError> {
-        let rows: Vec<(i32, i64)> = timed(
-            sqlx::query_as(
-                r#"
-                SELECT pid, objid::text::bigint FROM pg_locks
-                WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND classid::text::bigint = $1
-                "#,
-            )
-            .bind(i64::from(self.queue_key))
-            .fetch_all(&mut self.connection),
-        )
-        .await?;
+        let holders = timed(holders(&mut self.connection, self.queue_key)).await?;
         let mut counts: HashMap<i32, usize> = HashMap::new();
         let mut taken = BTreeSet::new();
-        for (pid, key) in rows {
-            if key == i64::from(PRESENCE) {
-                counts.entry(pid).or_default();
-            } else if let Ok(partition) = u16::try_from(key) {
-                taken.insert(partition);
-                if pid != self.pid {
-                    *counts.entry(pid).or_default() += 1;
-                }
+        for (pid, held) in holders {
+            taken.extend(held.iter().copied());
+            if pid != self.pid {
+                counts.insert(pid, held.len());
             }
         }
-        counts.remove(&self.pid);
         let keeping: BTreeSet<u16> = self.held.difference(releasing).copied().collect();
         Ok(plan(self.partitions, &keeping, &counts, &taken))
     }
@@ -161,6 +144,43 @@ async fn timed<T>(
         .await
         .map_err(|_| LeaseError::TimedOut)?
         .map_err(LeaseError::from)
+}
+
+/// How many partitions of `queue` each live consumer holds, one entry per consumer
+/// (a consumer that holds none yet counts as 0), largest first.
+pub async fn shares(connection: &mut PgConnection, queue: &str) -> Result<Vec<usize>, LeaseError> {
+    let holders = timed(holders(connection, queue_key(queue))).await?;
+    let mut shares: Vec<usize> = holders.into_values().map(|held| held.len()).collect();
+    shares.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(shares)
+}
+
+/// The partitions each live consumer of the queue with `queue_key` holds, by backend pid.
+async fn holders(
+    connection: &mut PgConnection,
+    queue_key: i32,
+) -> Result<HashMap<i32, BTreeSet<u16>>, sqlx::Error> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        r#"
+        SELECT pid, objid::text::bigint FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND objsubid = 2
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid::text::bigint = $1
+        "#,
+    )
+    .bind(i64::from(queue_key))
+    .fetch_all(connection)
+    .await?;
+    let mut holders: HashMap<i32, BTreeSet<u16>> = HashMap::new();
+    for (pid, key) in rows {
+        let held = holders.entry(pid).or_default();
+        if key != i64::from(PRESENCE) {
+            if let Ok(partition) = u16::try_from(key) {
+                held.insert(partition);
+            }
+        }
+    }
+    Ok(holders)
 }
 
 /// The first key of this main queue's locks: a stable, non-negative hash of its name.

@@ -9,13 +9,13 @@
 //!
 //! [`fate`] is the one place that decides what happens to a claimed delivery.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -34,8 +34,8 @@ use uuid::Uuid;
 
 use crate::lanes::{Lanes, Waiting};
 use crate::leases::{LeaseError, Leases};
-use crate::store::{self, Claim};
-use crate::worker::{copy, Batch, Disposition, Incoming, Outgoing, Processed, Worker};
+use crate::store::{self, Claim, ExecutionState};
+use crate::worker::{copy, Batch, Disposition, Incoming, Outgoing, Processed, Slot, Worker};
 use crate::Consumer;
 
 /// How often the leases are looked at: a new consumer gets its share, and a lost lease
@@ -58,6 +58,19 @@ enum Source {
 
 /// The deliveries of every queue this consumer subscribes to, each tagged with its queue.
 type Deliveries = SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>;
+
+/// Order slots being held: each completes when its order has been answered.
+type Slots = FuturesUnordered<BoxFuture<'static, Freed>>;
+
+/// An order slot let go.
+struct Freed {
+    partition: u16,
+    symbol: String,
+    request_id: Uuid,
+    age_origin: DateTime<Utc>,
+    /// The exchange took the order: its outcome is a fill, whatever the read-back says.
+    placed: bool,
+}
 
 /// A delivery of a partition, read and verified.
 struct Taken {
@@ -178,9 +191,17 @@ struct Session<'a> {
     claiming: usize,
     /// Claimed deliveries waiting for a free slot, in the order they were taken.
     ready: VecDeque<Ready>,
-    /// Orders being executed: at most `HOOX_BATCH_SIZE`.
+    /// Orders being placed (sent, not yet answered): at most `HOOX_BATCH_SIZE`.
+    placing: usize,
+    /// Deliveries executing, from their slot until their outcome (a placed order's
+    /// state is read back after its slot is free).
     executing: usize,
+    /// Request ids executing, and whether their lane already went on (their order was
+    /// placed and only its state is being read back).
+    lanes_released: HashMap<Uuid, bool>,
     draining: bool,
+    /// The partition served last: the next dispatch starts after it.
+    last_served: u16,
     /// A look at the leases is under way.
     rebalancing: bool,
 }
@@ -190,6 +211,7 @@ enum Wake {
     Shutdown,
     Delivery(Source, Box<anyhow::Result<Delivery>>),
     Work(Work),
+    SlotFreed(Freed),
     Settled(Result<Vec<Settled>, SettleError>),
     Forwarded(anyhow::Result<()>),
     Rebalance,
@@ -268,12 +290,16 @@ async fn consume_on(
         unsettled: Vec::new(),
         claiming: 0,
         ready: VecDeque::new(),
+        placing: 0,
         executing: 0,
+        lanes_released: HashMap::new(),
         draining: false,
+        last_served: 0,
         rebalancing: false,
     };
     let mut deliveries: Deliveries = SelectAll::new();
     let mut work: FuturesUnordered<BoxFuture<'static, Work>> = FuturesUnordered::new();
+    let mut slots: Slots = FuturesUnordered::new();
     let mut settling: Option<BoxFuture<'static, Result<Vec<Settled>, SettleError>>> = None;
     let mut forwarding: Option<BoxFuture<'static, anyhow::Result<()>>> = None;
     let mut events = connection.events_listener();
@@ -281,7 +307,7 @@ async fn consume_on(
     rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let result = loop {
-        session.dispatch(&mut work);
+        session.dispatch(&mut work, &mut slots);
         if settling.is_none() && !session.unsettled.is_empty() {
             let take = session.unsettled.len().min(consumer.bounds.size.max(1));
             let batch: Vec<Done> = session.unsettled.drain(..take).collect();
@@ -317,6 +343,7 @@ async fn consume_on(
                 Wake::Delivery(source, Box::new(delivery))
             }
             Some(done) = work.next(), if !work.is_empty() => Wake::Work(done),
+            Some(freed) = slots.next(), if !slots.is_empty() => Wake::SlotFreed(freed),
             settled = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
                 settling = None;
                 Wake::Settled(settled)
@@ -342,6 +369,10 @@ async fn consume_on(
                 Err(err) => Err(err.context("delivery stream failed")),
             },
             Wake::Work(done) => session.worked(done, &mut deliveries).await,
+            Wake::SlotFreed(freed) => {
+                session.slot_freed(freed);
+                Ok(())
+            }
             Wake::Settled(Ok(settled)) => {
                 session.settled(settled);
                 Ok(())
@@ -366,7 +397,7 @@ async fn consume_on(
     };
     // Everything that shares the lease connection goes first; closing it then lets go
     // of every lease and claim at once.
-    drop((work, settling, forwarding, session, settler));
+    drop((work, slots, settling, forwarding, session, settler));
     if let Ok(leases) = Arc::try_unwrap(leases).map(Mutex::into_inner) {
         leases.close().await;
     }
@@ -423,23 +454,43 @@ impl Session<'_> {
     /// one go. Claims run ahead of the slots by up to one batch, so that a slot that
     /// frees finds a claimed delivery ready: the claim's round trips never sit between
     /// two orders.
-    fn dispatch(&mut self, work: &mut FuturesUnordered<BoxFuture<'static, Work>>) {
-        self.start_ready(work);
-        if self.draining {
+    fn dispatch(
+        &mut self,
+        work: &mut FuturesUnordered<BoxFuture<'static, Work>>,
+        slots: &mut Slots,
+    ) {
+        self.start_ready(work, slots);
+        // One claim at a time: what frees while it runs makes up the next one, so under
+        // load each claim's statements serve many deliveries.
+        if self.draining || self.claiming > 0 {
             return;
         }
         let size = self.consumer.bounds.size.max(1);
-        let free = (2 * size).saturating_sub(self.claiming + self.ready.len() + self.executing);
+        let free = (2 * size).saturating_sub(self.claiming + self.ready.len() + self.placing);
         let (now, wall) = (Instant::now(), Utc::now());
+        // Round robin over the partitions, starting after the last one served: a
+        // partition served first every time would drain early and leave the others'
+        // few symbols to run alone.
+        let open: Vec<u16> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| !s.releasing)
+            .map(|(p, _)| *p)
+            .collect();
+        let order = serving_order(&open, self.last_served);
         let mut picked = Vec::new();
         while picked.len() < free {
             let before = picked.len();
-            for (&p, state) in self.partitions.iter_mut().filter(|(_, s)| !s.releasing) {
+            for &p in &order {
                 if picked.len() == free {
                     break;
                 }
+                let Some(state) = self.partitions.get_mut(&p) else {
+                    continue;
+                };
                 if let Some((symbol, waiting)) = state.lanes.next(now, wall) {
                     state.outstanding += 1;
+                    self.last_served = p;
                     picked.push((p, symbol, waiting));
                 }
             }
@@ -543,13 +594,34 @@ impl Session<'_> {
     }
 
     /// Executes claimed deliveries while slots are free: at most `HOOX_BATCH_SIZE`
-    /// orders in flight. Claimed ones still run during shutdown: their claims are taken.
-    fn start_ready(&mut self, work: &mut FuturesUnordered<BoxFuture<'static, Work>>) {
+    /// orders being placed at once. Claimed ones still run during shutdown: their claims
+    /// are taken.
+    fn start_ready(
+        &mut self,
+        work: &mut FuturesUnordered<BoxFuture<'static, Work>>,
+        slots: &mut Slots,
+    ) {
         let size = self.consumer.bounds.size.max(1);
-        while self.executing < size {
+        while self.placing < size {
             let Some(ready) = self.ready.pop_front() else {
                 return;
             };
+            let (slot, freed) = Slot::new();
+            let (request_id, age_origin) = (ready.waiting.request_id, ready.waiting.age_origin);
+            let (partition, symbol) = (ready.partition, ready.symbol.clone());
+            slots.push(
+                freed
+                    .map(move |placed| Freed {
+                        partition,
+                        symbol,
+                        request_id,
+                        age_origin,
+                        placed: placed.is_ok(),
+                    })
+                    .boxed(),
+            );
+            self.lanes_released.insert(request_id, false);
+            self.placing += 1;
             self.executing += 1;
             let worker = self.consumer.worker.clone();
             let Ready {
@@ -563,7 +635,7 @@ impl Session<'_> {
                 async move {
                     let taken = &waiting.delivery;
                     let processed = worker
-                        .run(&taken.message, &taken.incoming, resumed, batch)
+                        .run(&taken.message, &taken.incoming, resumed, batch, slot)
                         .await;
                     Work::Executed {
                         partition,
@@ -577,8 +649,8 @@ impl Session<'_> {
         }
     }
 
-    /// A delivery's outcome is known: its lane goes on (a retry holds it), and the
-    /// outcome waits to be settled.
+    /// A delivery's outcome is known: its lane goes on (a retry holds it), unless it
+    /// already did when its order was placed, and the outcome waits to be settled.
     fn ended(
         &mut self,
         partition: u16,
@@ -586,14 +658,59 @@ impl Session<'_> {
         waiting: Waiting<Taken>,
         processed: Processed,
     ) {
-        if let Some(state) = self.partitions.get_mut(&partition) {
+        let released = self
+            .lanes_released
+            .remove(&waiting.request_id)
+            .unwrap_or(false);
+        if !released {
             let outcome = processed.outcome.map(|(_, state)| state);
-            state
-                .lanes
-                .ended(&symbol, waiting.request_id, waiting.age_origin, outcome);
-            state.lanes.finish(&symbol, None, Instant::now());
+            self.lane_ended(
+                partition,
+                &symbol,
+                waiting.request_id,
+                waiting.age_origin,
+                outcome,
+            );
         }
         self.unsettled.push(done_of(partition, waiting, processed));
+    }
+
+    /// Lets `symbol`'s lane go on after `request_id`'s outcome (a retry holds it).
+    fn lane_ended(
+        &mut self,
+        partition: u16,
+        symbol: &str,
+        request_id: Uuid,
+        age_origin: DateTime<Utc>,
+        outcome: Option<ExecutionState>,
+    ) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.lanes.ended(symbol, request_id, age_origin, outcome);
+            state.lanes.finish(symbol, None, Instant::now());
+        }
+    }
+
+    /// An order slot is free. When the exchange took its order, the outcome is a fill
+    /// whatever the read-back still under way says, so the symbol's next signal may
+    /// go now instead of one exchange round trip later.
+    fn slot_freed(&mut self, freed: Freed) {
+        self.placing -= 1;
+        if !freed.placed {
+            return;
+        }
+        // Only while the delivery is still executing: if its outcome came first, its
+        // lane already went on.
+        let Some(released) = self.lanes_released.get_mut(&freed.request_id) else {
+            return;
+        };
+        *released = true;
+        self.lane_ended(
+            freed.partition,
+            &freed.symbol,
+            freed.request_id,
+            freed.age_origin,
+            Some(ExecutionState::Filled),
+        );
     }
 
     /// Counts settled outcomes off their partitions.
@@ -895,6 +1012,17 @@ async fn forward(
     Ok(())
 }
 
+/// The partitions (`sorted`) in the order a dispatch serves them: those after `last`,
+/// then from the first up to `last`.
+fn serving_order(sorted: &[u16], last: u16) -> Vec<u16> {
+    let split = sorted.partition_point(|&p| p <= last);
+    sorted[split..]
+        .iter()
+        .chain(&sorted[..split])
+        .copied()
+        .collect()
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -936,4 +1064,19 @@ async fn publish(
         AMQPValue::LongLongInt(i64::from(message.attempts)),
     );
     amqp::publish_confirmed(channel, queue, &message.body, headers, id.as_deref()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_serves_the_partitions_after_the_last_one_served_first() {
+        let partitions = [0, 1, 2, 5];
+        assert_eq!(serving_order(&partitions, 1), vec![2, 5, 0, 1]);
+        assert_eq!(serving_order(&partitions, 5), vec![0, 1, 2, 5]);
+        // A partition handed over since: the next one after it goes first.
+        assert_eq!(serving_order(&partitions, 3), vec![5, 0, 1, 2]);
+        assert!(serving_order(&[], 0).is_empty());
+    }
 }

@@ -1,5 +1,5 @@
 //! The consumer's writes: the claim on each request id before its order is sent, and
-//! one transaction per batch for its fills, audit rows and execution outcomes.
+//! one statement per batch for its fills, audit rows and execution outcomes.
 //!
 //! A claim is two things. A PostgreSQL advisory lock, held on the consumer's lease
 //! connection from the claim until the outcome is committed, keeps two consumers from
@@ -9,9 +9,10 @@
 //! of that request id whether its attempt already ran, so a copy is never executed.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use hoox_common::logs::{insert_logs, LogEntry};
+use hoox_common::logs::{bind_entries, LogEntry, INSERT_ENTRIES};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -309,69 +310,77 @@ pub async fn holds(pool: &PgPool, queue: &str) -> Result<Vec<Hold>, sqlx::Error>
         .collect())
 }
 
-/// Writes a batch's fills, audit rows and execution outcomes in one transaction. A fill
-/// whose request id is already recorded is kept as it was: the unique key, not hope,
-/// makes this idempotent.
-pub async fn commit_batch(
-    pool: &PgPool,
-    fills: &[Fill],
-    logs: &[LogEntry],
-    outcomes: &[(Uuid, ExecutionState)],
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for fill in fills {
-        sqlx::query(
-            r#"
+/// Writes a batch's fills, audit rows and execution outcomes: one statement, so one
+/// round trip and one commit for the whole batch. A fill whose request id is already
+/// recorded is kept as it was: the unique key, not hope, makes this idempotent. The
+/// outcomes' rows are found through `request_id = ANY`, an index probe per id whatever
+/// the batch's size.
+static COMMIT_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+        WITH filled AS (
             INSERT INTO fills (
                 request_id, exchange, paper, testnet, symbol, action, side, reduce_only,
                 quantity, leverage, order_type, requested_price, client_order_id,
                 exchange_order_id, status, fill_price, fill_quantity, raw_response,
                 received_at, executed_at
             )
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+            SELECT * FROM UNNEST(
+                $8::uuid[], $9::text[], $10::bool[], $11::bool[], $12::text[], $13::text[],
+                $14::text[], $15::bool[], $16::numeric[], $17::int4[], $18::text[],
+                $19::numeric[], $20::text[], $21::text[], $22::text[], $23::numeric[],
+                $24::numeric[], $25::jsonb[], $26::timestamptz[], $27::timestamptz[]
+            )
             ON CONFLICT (request_id) DO NOTHING
-            "#,
-        )
-        .bind(fill.request_id)
-        .bind(&fill.exchange)
-        .bind(fill.paper)
-        .bind(fill.testnet)
-        .bind(&fill.symbol)
-        .bind(&fill.action)
-        .bind(&fill.side)
-        .bind(fill.reduce_only)
-        .bind(fill.quantity)
-        .bind(fill.leverage)
-        .bind(&fill.order_type)
-        .bind(fill.requested_price)
-        .bind(&fill.client_order_id)
-        .bind(&fill.exchange_order_id)
-        .bind(&fill.status)
-        .bind(fill.fill_price)
-        .bind(fill.fill_quantity)
-        .bind(&fill.raw_response)
-        .bind(fill.received_at)
-        .bind(fill.executed_at)
-        .execute(&mut *tx)
-        .await?;
-    }
-    insert_logs(&mut *tx, logs).await?;
-    if !outcomes.is_empty() {
-        let ids: Vec<Uuid> = outcomes.iter().map(|(id, _)| *id).collect();
-        let states: Vec<&str> = outcomes.iter().map(|(_, s)| s.as_str()).collect();
-        sqlx::query(
-            r#"
+        ),
+        settled AS (
             UPDATE executions e SET state = t.state, updated_at = now()
-            FROM unnest($1::uuid[], $2::text[]) AS t(id, state)
-            WHERE e.request_id = t.id
-            "#,
+            FROM UNNEST($28::uuid[], $29::text[]) AS t(id, state)
+            WHERE e.request_id = ANY($28::uuid[]) AND e.request_id = t.id
         )
-        .bind(&ids)
-        .bind(&states)
-        .execute(&mut *tx)
-        .await?;
+        {INSERT_ENTRIES}
+        "#
+    )
+});
+
+/// Writes a batch's fills, audit rows and execution outcomes in one statement.
+pub async fn commit_batch(
+    pool: &PgPool,
+    fills: &[Fill],
+    logs: &[LogEntry],
+    outcomes: &[(Uuid, ExecutionState)],
+) -> Result<(), sqlx::Error> {
+    fn column<'a, T>(fills: &'a [Fill], field: impl Fn(&'a Fill) -> T) -> Vec<T> {
+        fills.iter().map(field).collect()
     }
-    tx.commit().await
+    let ids: Vec<Uuid> = outcomes.iter().map(|(id, _)| *id).collect();
+    let states: Vec<&str> = outcomes.iter().map(|(_, s)| s.as_str()).collect();
+    bind_entries(sqlx::query(&COMMIT_BATCH), logs)
+        .bind(column(fills, |f| f.request_id))
+        .bind(column(fills, |f| f.exchange.as_str()))
+        .bind(column(fills, |f| f.paper))
+        .bind(column(fills, |f| f.testnet))
+        .bind(column(fills, |f| f.symbol.as_str()))
+        .bind(column(fills, |f| f.action.as_str()))
+        .bind(column(fills, |f| f.side.as_str()))
+        .bind(column(fills, |f| f.reduce_only))
+        .bind(column(fills, |f| f.quantity))
+        .bind(column(fills, |f| f.leverage))
+        .bind(column(fills, |f| f.order_type.as_str()))
+        .bind(column(fills, |f| f.requested_price))
+        .bind(column(fills, |f| f.client_order_id.as_str()))
+        .bind(column(fills, |f| f.exchange_order_id.as_deref()))
+        .bind(column(fills, |f| f.status.as_str()))
+        .bind(column(fills, |f| f.fill_price))
+        .bind(column(fills, |f| f.fill_quantity))
+        .bind(column(fills, |f| f.raw_response.clone()))
+        .bind(column(fills, |f| f.received_at))
+        .bind(column(fills, |f| f.executed_at))
+        .bind(ids)
+        .bind(states)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use hoox_common::signal::ExchangeName;
 use hoox_common::telegram::Notifier;
 use secrecy::SecretString;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -27,6 +28,27 @@ use uuid::Uuid;
 use crate::exchange::router::{ExchangeRouter, RouteSource};
 use crate::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
 use crate::store::{self, Attempt, ExecutionState, Fill};
+
+/// One of the run loop's order slots, held while an order is being placed. Letting it
+/// go tells the run loop the exchange has answered, so the next order may go while this
+/// one's state is read back and its outcome settled: [`Slot::placed`] when the exchange
+/// took the order (its symbol may go on), dropped otherwise.
+pub struct Slot {
+    freed: oneshot::Sender<()>,
+}
+
+impl Slot {
+    /// A slot, and what completes once it is let go: `Ok` when the order was placed.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (freed, released) = oneshot::channel();
+        (Self { freed }, released)
+    }
+
+    /// Lets the slot go: the exchange took the order.
+    pub fn placed(self) {
+        let _ = self.freed.send(());
+    }
+}
 
 /// A message as it came off the queue.
 #[derive(Debug, Clone)]
@@ -190,6 +212,7 @@ impl Worker {
     }
 
     /// Executes one claimed delivery: `resumed` when its attempt was started before.
+    /// `slot` is let go once the exchange has answered the order (or it failed).
     /// A panic in the execution (a bug, an exchange answer nobody foresaw) dead-letters
     /// this signal alone, not its batch or the consumer.
     pub async fn run(
@@ -198,6 +221,7 @@ impl Worker {
         incoming: &Incoming,
         resumed: bool,
         batch: Batch,
+        slot: Slot,
     ) -> Processed {
         let span = tracing::info_span!(
             "order",
@@ -205,7 +229,7 @@ impl Worker {
             symbol = %message.signal.symbol,
             exchange = tracing::field::Empty,
         );
-        AssertUnwindSafe(self.execute(message, incoming, resumed, batch))
+        AssertUnwindSafe(self.execute(message, incoming, resumed, batch, slot))
             .catch_unwind()
             .instrument(span)
             .await
@@ -276,6 +300,7 @@ impl Worker {
         incoming: &Incoming,
         resumed: bool,
         batch: Batch,
+        slot: Slot,
     ) -> Processed {
         let id = Some(message.request_id);
         let signal = &message.signal;
@@ -347,8 +372,19 @@ impl Worker {
         let placed = self
             .place_once(provider.as_ref(), &order, tried_before, &mut logs)
             .await;
+        if placed.is_ok() {
+            slot.placed();
+        } else {
+            drop(slot);
+        }
         match placed {
             Ok((ack, recovered)) => {
+                // A lookup already read the order's state; a new order's may lag.
+                let ack = if recovered {
+                    ack
+                } else {
+                    provider.read_back(&order, ack).await
+                };
                 let (exchange_order_id, client_order_id, status, fill_price) = (
                     ack.exchange_order_id.clone(),
                     order.client_order_id.as_str().to_owned(),

@@ -9,7 +9,7 @@ use chrono::Utc;
 use hoox::commands::dlq;
 use hoox_consumer::exchange::Exchange;
 use hoox_consumer::store::{self, Claim};
-use hoox_consumer::worker::{Batch, Incoming};
+use hoox_consumer::worker::{Batch, Incoming, Slot};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -311,7 +311,9 @@ async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_
         .await
         .unwrap();
     assert_eq!(claims, [Claim::Run { resumed: false }]);
-    let interrupted = worker.run(&message, &delivery, false, batch).await;
+    let interrupted = worker
+        .run(&message, &delivery, false, batch, Slot::new().0)
+        .await;
     assert!(interrupted.fill.is_some());
     drop(lease);
     assert_eq!(ledger.accepted().len(), 1);
@@ -326,7 +328,9 @@ async fn an_attempt_interrupted_after_its_order_is_resumed_by_lookup_not_placed_
     })
     .await;
     assert_eq!(claims, [Claim::Run { resumed: true }]);
-    let resumed = worker.run(&message, &delivery, true, batch).await;
+    let resumed = worker
+        .run(&message, &delivery, true, batch, Slot::new().0)
+        .await;
     let fill = resumed.fill.clone().expect("found and recorded");
     assert_eq!(
         fill.exchange_order_id.as_deref(),

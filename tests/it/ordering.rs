@@ -141,16 +141,17 @@ async fn app_with(pool: &PgPool, retry: RetryPolicy) -> TestApp {
     app
 }
 
-/// How many consumer sessions hold at least one partition lease.
-async fn lease_holders(pool: &PgPool) -> i64 {
-    count(
-        pool,
-        r#"SELECT count(DISTINCT pid) FROM pg_locks
-           WHERE locktype = 'advisory' AND granted AND objsubid = 2
-             AND objid::text::bigint < 1000000
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"#,
-    )
-    .await
+/// How many partitions each live consumer of the app's queue holds.
+async fn shares(app: &TestApp) -> Vec<usize> {
+    let mut connection = app.pool.acquire().await.unwrap();
+    hoox_consumer::leases::shares(&mut connection, app.topology.queue())
+        .await
+        .unwrap()
+}
+
+/// How many consumers hold at least one partition lease.
+async fn lease_holders(app: &TestApp) -> usize {
+    shares(app).await.into_iter().filter(|&n| n > 0).count()
 }
 
 /// Posts `rounds` signals per symbol, interleaved (one of each symbol, then again);
@@ -190,7 +191,7 @@ async fn three_consumers_send_each_symbols_signals_in_publish_order_one_at_a_tim
     }
     // The partitions spread over all three.
     eventually("three consumers holding partitions", || async {
-        (lease_holders(&pool).await == 3).then_some(())
+        (lease_holders(&app).await == 3).then_some(())
     })
     .await;
 
@@ -227,7 +228,7 @@ async fn a_rate_limited_signal_holds_its_symbol_while_other_symbols_complete(poo
         app.start_consumer(vec![exchange.clone() as Arc<dyn Exchange>]);
     }
     eventually("three consumers holding partitions", || async {
-        (lease_holders(&pool).await == 3).then_some(())
+        (lease_holders(&app).await == 3).then_some(())
     })
     .await;
 
@@ -285,7 +286,7 @@ async fn a_consumer_killed_mid_run_changes_neither_order_nor_count(pool: PgPool)
     app.set_config(PAPER_LATENCY_MS, "20").await;
     let mut consumers: Vec<_> = (0..3).map(|_| spawn_hoox(&app)).collect();
     eventually("three consumers holding partitions", || async {
-        (lease_holders(&pool).await == 3).then_some(())
+        (lease_holders(&app).await == 3).then_some(())
     })
     .await;
 
@@ -328,15 +329,8 @@ async fn a_consumer_killed_mid_run_changes_neither_order_nor_count(pool: PgPool)
     wait_for_fills(&pool, 60).await;
     // The survivors took the dead consumer's share over.
     eventually("two consumers holding every partition", || async {
-        let held = count(
-            &pool,
-            r#"SELECT count(*) FROM pg_locks
-               WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                 AND objid::text::bigint < 1000000
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"#,
-        )
-        .await;
-        (lease_holders(&pool).await == 2 && held == 6).then_some(())
+        let shares = shares(&app).await;
+        (shares == [3, 3]).then_some(())
     })
     .await;
 
@@ -366,5 +360,127 @@ async fn a_consumer_killed_mid_run_changes_neither_order_nor_count(pool: PgPool)
     for mut consumer in consumers {
         consumer.kill().await.expect("stop");
     }
+    app.stop().await;
+}
+
+/// An exchange whose answer to a new order is an acknowledgement only, like Bybit's and
+/// MEXC's: the order's state comes from a read-back, which for the first order is held
+/// until the test opens its gate.
+#[derive(Default)]
+struct AcknowledgesOnly {
+    arrivals: Mutex<Vec<Uuid>>,
+    /// Read-backs under way when each order arrived, in arrival order.
+    reading_at_arrival: Mutex<Vec<usize>>,
+    reading: Mutex<usize>,
+    first: Mutex<Option<Uuid>>,
+    gate: tokio::sync::Notify,
+    overlaps: SymbolOverlaps,
+}
+
+/// The fill price the read-back reports; the acknowledgement has none.
+const READ_BACK_PRICE: &str = "123.45";
+
+#[async_trait]
+impl Exchange for AcknowledgesOnly {
+    fn name(&self) -> ExchangeName {
+        ExchangeName::Paper
+    }
+
+    fn has_credentials(&self, _: bool) -> bool {
+        true
+    }
+
+    async fn set_leverage(&self, _: &OrderRequest, _: Leverage) -> Result<(), ExchangeError> {
+        Ok(())
+    }
+
+    async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        let symbol = order.symbol.to_string();
+        self.overlaps.enter(&symbol);
+        self.first.lock().unwrap().get_or_insert(order.request_id);
+        let reading = *self.reading.lock().unwrap();
+        self.reading_at_arrival.lock().unwrap().push(reading);
+        self.arrivals.lock().unwrap().push(order.request_id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.overlaps.leave(&symbol);
+        Ok(OrderAck {
+            status: "accepted".to_owned(),
+            fill_price: None,
+            fill_quantity: None,
+            ..filled(order, format!("ack-{}", order.request_id.simple()))
+        })
+    }
+
+    async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
+        *self.reading.lock().unwrap() += 1;
+        if *self.first.lock().unwrap() == Some(order.request_id) {
+            self.gate.notified().await;
+        }
+        *self.reading.lock().unwrap() -= 1;
+        OrderAck {
+            status: "filled".to_owned(),
+            fill_price: Some(READ_BACK_PRICE.parse().unwrap()),
+            fill_quantity: Some(order.quantity),
+            ..placed
+        }
+    }
+
+    async fn order_by_client_id(
+        &self,
+        order: &OrderRequest,
+    ) -> Result<Option<OrderAck>, ExchangeError> {
+        let known = self.arrivals.lock().unwrap().contains(&order.request_id);
+        Ok(known.then(|| filled(order, format!("ack-{}", order.request_id.simple()))))
+    }
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_placed_orders_read_back_does_not_hold_its_symbol_and_completes_its_fill(pool: PgPool) {
+    let exchange = Arc::new(AcknowledgesOnly::default());
+    let mut app = app_with(&pool, Options::default().retry).await;
+    app.start_consumer(vec![exchange.clone() as Arc<dyn Exchange>]);
+
+    let sent = post_interleaved(&app, &["BTCUSDT"], 2).await;
+    let sent = &sent["BTCUSDT"];
+    // The second order goes out while the first one's state is still being read.
+    eventually("both orders at the exchange", || async {
+        (exchange.arrivals.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(*exchange.arrivals.lock().unwrap(), *sent, "publish order");
+    assert_eq!(
+        *exchange.reading_at_arrival.lock().unwrap(),
+        vec![0, 1],
+        "the second order arrived during the first one's read-back"
+    );
+    assert_eq!(
+        exchange.overlaps.count(),
+        0,
+        "never two orders being placed"
+    );
+    // The second fill commits; the first waits for its read-back.
+    eventually("the second fill", || async {
+        (count(&pool, "SELECT count(*) FROM fills").await == 1).then_some(())
+    })
+    .await;
+    let recorded: Uuid = sqlx::query_scalar("SELECT request_id FROM fills")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, sent[1]);
+
+    exchange.gate.notify_one();
+    wait_for_fills(&pool, 2).await;
+    let (status, price): (String, Option<rust_decimal::Decimal>) =
+        sqlx::query_as("SELECT status, fill_price FROM fills WHERE request_id = $1")
+            .bind(sent[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        status, "filled",
+        "the read-back's state, not the acknowledgement's"
+    );
+    assert_eq!(price, Some(READ_BACK_PRICE.parse().unwrap()));
     app.stop().await;
 }

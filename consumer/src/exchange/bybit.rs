@@ -450,23 +450,24 @@ impl Exchange for Bybit {
         let result = self
             .private(venue, "/v5/order/create", Payload::Body(body), Write::Order)
             .await?;
-        let placed = OrderAck {
+        // The create answer is an acknowledgement only: `read_back` gets the state.
+        Ok(OrderAck {
             exchange_order_id: text(&result["orderId"]).unwrap_or_default(),
             status: "accepted".to_owned(),
             fill_price: None,
             fill_quantity: None,
             placed_at: Utc::now(),
             raw: result,
-        };
-        // The create answer is an acknowledgement only; the order's state, when the
-        // exchange already shows it, makes a better record.
+        })
+    }
+
+    async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
         // Only `realtime` can already show an order just placed.
-        Ok(self
-            .find(order, &[REALTIME])
+        self.find(order, &[REALTIME])
             .await
             .ok()
             .flatten()
-            .unwrap_or(placed))
+            .unwrap_or(placed)
     }
 
     async fn order_by_client_id(

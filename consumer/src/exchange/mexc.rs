@@ -204,9 +204,8 @@ impl Mexc {
         let answer = self
             .spot(order, Method::POST, "/api/v3/order", &params, Write::Order)
             .await?;
-        let placed = ack_from_order(ExchangeName::Mexc, answer, Write::Order)?;
-        // The answer says nothing of fills; the order's state, when readable, does.
-        Ok(self.find_spot(order).await.ok().flatten().unwrap_or(placed))
+        // The answer says nothing of fills: `read_back` gets the state.
+        ack_from_order(ExchangeName::Mexc, answer, Write::Order)
     }
 
     async fn find_spot(&self, order: &OrderRequest) -> Result<Option<OrderAck>, ExchangeError> {
@@ -408,20 +407,14 @@ impl Mexc {
         let order_id = text(&data)
             .or_else(|| text(&data["orderId"]))
             .unwrap_or_default();
-        let placed = OrderAck {
+        Ok(OrderAck {
             exchange_order_id: order_id,
             status: "accepted".to_owned(),
             fill_price: None,
             fill_quantity: None,
             placed_at: Utc::now(),
             raw: data,
-        };
-        Ok(self
-            .find_futures(order, contract_size)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(placed))
+        })
     }
 
     /// The futures order with `order`'s client id; its filled contracts are converted to
@@ -553,6 +546,15 @@ impl Exchange for Mexc {
             Market::Spot => self.place_spot(order).await,
             Market::Futures => self.place_futures(order).await,
         }
+    }
+
+    async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
+        // Neither market's answer to a new order says anything of fills.
+        self.order_by_client_id(order)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(placed)
     }
 
     async fn order_by_client_id(

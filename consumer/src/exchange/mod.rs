@@ -192,8 +192,17 @@ pub trait Exchange: Send + Sync {
         leverage: Leverage,
     ) -> Result<(), ExchangeError>;
 
-    /// Places the order.
+    /// Places the order; the answer may be an acknowledgement only (no status or fills).
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError>;
+
+    /// The state of an order that `place_order` just placed, for an exchange whose answer
+    /// to a new order is an acknowledgement only; `placed` when the state cannot be read
+    /// (the order stands either way). The default, for answers that carry the fills,
+    /// keeps `placed`.
+    async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
+        let _ = order;
+        placed
+    }
 
     /// Finds the order with `order.client_order_id`, if the exchange has it.
     async fn order_by_client_id(
