@@ -354,7 +354,8 @@ mod tests {
         let provider = bybit(&mock);
         let (first, second) = (order("BENCH01USDT"), order("BENCH02USDT"));
 
-        let ack = provider.place_order(&first).await.unwrap();
+        let placed = provider.place_order(&first).await.unwrap();
+        let ack = provider.read_back(&first, placed).await;
         provider.place_order(&second).await.unwrap();
 
         assert_eq!(ack.status, "filled");

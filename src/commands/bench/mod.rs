@@ -138,6 +138,8 @@ const PIPELINE: usize = 256;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one signal may take to become an order before the run fails.
 const ORDER_WITHIN: Duration = Duration::from_secs(30);
+/// How long consumers may take to share the partitions out.
+const SHARES_WITHIN: Duration = Duration::from_secs(30);
 
 /// A random 64-hex-digit secret.
 fn secret() -> String {
@@ -620,6 +622,12 @@ impl Bench {
         for count in [1usize, 2, 4] {
             let topology = self.topology(&format!("-c{count}"));
             topology.declare(channel).await?;
+            // Consumers first, each with its share of the partitions: the figure is the
+            // rate of consumers at work, not of a newcomer waiting for its share.
+            progress(&format!("consumer: starting {count} consumer(s)"));
+            self.start_consumers(topology.queue(), count, mock).await?;
+            self.wait_for_shares(topology.queue(), count, topology.partitions())
+                .await?;
             progress(&format!(
                 "consumer: queueing {signals} signals over {} symbols",
                 symbols.len()
@@ -638,7 +646,6 @@ impl Bench {
             }
 
             progress(&format!("consumer: {count} consumer(s) executing them"));
-            self.start_consumers(topology.queue(), count, mock).await?;
             let links: Vec<String> = ids.iter().map(|id| link(*id)).collect();
             let deadline =
                 Instant::now() + ORDER_WITHIN + Duration::from_secs_f64(signals as f64 / 50.0);
@@ -689,6 +696,36 @@ impl Bench {
             );
         }
         Ok(one)
+    }
+
+    /// Waits until `count` consumers of `queue` hold all `partitions` between them,
+    /// evenly (within one).
+    async fn wait_for_shares(
+        &self,
+        queue: &str,
+        count: usize,
+        partitions: u16,
+    ) -> anyhow::Result<()> {
+        let pool = self.pool.as_ref().context("no bench database")?;
+        let mut connection = pool.acquire().await?;
+        let deadline = Instant::now() + SHARES_WITHIN;
+        loop {
+            let shares = hoox_consumer::leases::shares(&mut connection, queue).await?;
+            let even = shares
+                .first()
+                .zip(shares.last())
+                .is_some_and(|(most, least)| most - least <= 1);
+            if shares.len() == count
+                && even
+                && shares.iter().sum::<usize>() == usize::from(partitions)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{count} consumer(s) did not share the {partitions} partitions within {}s: {shares:?}", SHARES_WITHIN.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A signed queue message for a market buy of `symbol` on Bybit, as ingest makes it.
