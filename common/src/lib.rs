@@ -13,6 +13,7 @@ pub mod message;
 pub mod metrics;
 pub mod partitions;
 pub mod retry;
+pub mod risk;
 pub mod runtime_config;
 pub mod shutdown;
 pub mod signal;

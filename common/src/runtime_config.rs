@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::retry::{sleep_unless_cancelled, Reconnect};
-use crate::signal::{ExchangeName, Symbol};
+use crate::risk;
+use crate::signal::{ExchangeName, Leverage, Symbol};
 
 /// `trade:kill_switch`: `true` stops all trading.
 pub const KILL_SWITCH: &str = "trade:kill_switch";
@@ -95,13 +96,17 @@ pub fn check_api_key(key: &str) -> Result<(), WeakApiKey> {
 }
 
 /// The keys an operator may set, as shown in help and errors.
-pub const KNOWN_KEYS: [&str; 6] = [
+pub const KNOWN_KEYS: [&str; 10] = [
     KILL_SWITCH,
     WEBHOOK_API_KEY,
     DEFAULT_ROUTING,
     "exchanges:routing:<SYMBOL>",
     "paper:price:<SYMBOL>",
     PAPER_LATENCY_MS,
+    risk::ALLOWED_SYMBOLS,
+    "risk:max_quantity[:<SYMBOL>]",
+    "risk:max_leverage[:<SYMBOL>]",
+    "risk:max_notional[:<SYMBOL>]",
 ];
 
 /// A config entry as it will be stored: the key normalised (`exchanges:routing:btcusdt.p`
@@ -126,8 +131,14 @@ pub fn normalise_key(key: &str) -> Result<String, String> {
                 .map_err(|e| format!("config key `{key}`: {e}")),
         )
     };
-    if let Some(normalised) =
-        symbol_key("exchanges:routing:").or_else(|| symbol_key("paper:price:"))
+    let per_symbol_limit = || {
+        risk::PER_SYMBOL
+            .iter()
+            .find_map(|base| symbol_key(&format!("{base}:")))
+    };
+    if let Some(normalised) = symbol_key("exchanges:routing:")
+        .or_else(|| symbol_key("paper:price:"))
+        .or_else(per_symbol_limit)
     {
         return normalised;
     }
@@ -136,8 +147,10 @@ pub fn normalise_key(key: &str) -> Result<String, String> {
         WEBHOOK_API_KEY,
         DEFAULT_ROUTING,
         PAPER_LATENCY_MS,
+        risk::ALLOWED_SYMBOLS,
     ]
     .contains(&key)
+        || risk::PER_SYMBOL.contains(&key)
     {
         return Ok(key.to_owned());
     }
@@ -170,6 +183,26 @@ pub fn validate(key: &str, value: &str) -> Result<Setting, String> {
         match trimmed.parse::<rust_decimal::Decimal>() {
             Ok(price) if price > rust_decimal::Decimal::ZERO => price.normalize().to_string(),
             _ => return Err(format!("{key} takes a price above 0, not `{value}`")),
+        }
+    } else if key == risk::ALLOWED_SYMBOLS {
+        let symbols = risk::parse_symbols(trimmed).map_err(|e| format!("{key}: {e}"))?;
+        let mut names: Vec<String> = symbols.iter().map(ToString::to_string).collect();
+        names.sort();
+        names.dedup();
+        names.join(",")
+    } else if key == risk::MAX_LEVERAGE || key.starts_with("risk:max_leverage:") {
+        match trimmed.parse::<u32>().map(Leverage::new) {
+            Ok(Ok(leverage)) => leverage.get().to_string(),
+            _ => {
+                return Err(format!(
+                    "{key} takes a whole leverage from 1 to 125, not `{value}`"
+                ))
+            }
+        }
+    } else if key.starts_with("risk:") {
+        match trimmed.parse::<rust_decimal::Decimal>() {
+            Ok(limit) if limit > rust_decimal::Decimal::ZERO => limit.normalize().to_string(),
+            _ => return Err(format!("{key} takes a number above 0, not `{value}`")),
         }
     } else {
         match trimmed.parse::<u64>() {
@@ -381,6 +414,33 @@ mod tests {
         assert!(err("paper:price:BTCUSDT", "-1").contains("above 0"));
         assert!(err(PAPER_LATENCY_MS, "99999").contains("0 to 10000"));
         assert!(err("trade:killswitch", "true").contains("unknown config key `trade:killswitch`"));
+    }
+
+    #[test]
+    fn risk_limits_are_validated_and_normalised() {
+        let ok = |k: &str, v: &str| validate(k, v).unwrap();
+        assert_eq!(
+            ok("risk:max_quantity:btcusdt.p", "0.50"),
+            Setting {
+                key: "risk:max_quantity:BTCUSDT".into(),
+                value: "0.5".into()
+            }
+        );
+        assert_eq!(ok(risk::MAX_NOTIONAL, " 25000 ").value, "25000");
+        assert_eq!(ok("risk:max_leverage:ETHUSDT", "20").value, "20");
+        assert_eq!(
+            ok(risk::ALLOWED_SYMBOLS, "ethusdt, BTCUSDT.P,ETHUSDT").value,
+            "BTCUSDT,ETHUSDT"
+        );
+        assert_eq!(ok(risk::ALLOWED_SYMBOLS, "").value, "");
+
+        let err = |k: &str, v: &str| validate(k, v).unwrap_err();
+        assert!(err(risk::MAX_NOTIONAL, "0").contains("risk:max_notional"));
+        assert!(err("risk:max_quantity:BTCUSDT", "lots").contains("above 0"));
+        assert!(err(risk::MAX_LEVERAGE, "200").contains("1 to 125"));
+        assert!(err(risk::MAX_LEVERAGE, "2.5").contains("1 to 125"));
+        assert!(err(risk::ALLOWED_SYMBOLS, "BTCUSDT,BTC-USDT").contains("BTC-USDT"));
+        assert!(err("risk:max_qty", "1").contains("unknown config key"));
     }
 
     #[test]

@@ -330,6 +330,11 @@ impl Worker {
             let error = "kill switch is on; not executed".to_owned();
             return self.dead_letter(message, DeadReason::KillSwitch, error, None, logs);
         }
+        // Again here: a limit may have been set since ingest took the signal.
+        if let Err(refusal) = hoox_common::risk::check_signal(&self.config, signal) {
+            let error = format!("refused by a risk limit: {refusal}; not executed");
+            return self.dead_letter(message, DeadReason::Fatal, error, None, logs);
+        }
 
         let (exchange, source) = match self.router.route(signal) {
             Ok(route) => route,

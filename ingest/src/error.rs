@@ -45,6 +45,9 @@ pub enum ApiError {
     /// A field is missing or invalid.
     #[error("invalid signal: {0}")]
     Invalid(#[from] FieldError),
+    /// The signal goes against a risk limit.
+    #[error("refused by a risk limit: {0}")]
+    Risk(#[from] hoox_common::risk::Refusal),
     /// The kill switch is on.
     #[error("trading is halted: the kill switch is on")]
     KillSwitch,
@@ -65,7 +68,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotJson(_) | Self::DuplicateField(_) | Self::Invalid(_) => {
+            Self::NotJson(_) | Self::DuplicateField(_) | Self::Invalid(_) | Self::Risk(_) => {
                 StatusCode::BAD_REQUEST
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -81,6 +84,7 @@ impl ApiError {
     fn result(&self) -> Value {
         match self {
             Self::Duplicate(first) => json!({"requestId": first, "status": "duplicate"}),
+            Self::Risk(refusal) => json!({"status": "refused", "limit": refusal.key()}),
             _ => Value::Null,
         }
     }

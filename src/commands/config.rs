@@ -37,7 +37,9 @@ pub enum ConfigCommand {
     ///
     /// Keys: trade:kill_switch (true|false), webhooks:api_key (stored as its SHA-256
     /// digest), exchanges:default_routing and exchanges:routing:<SYMBOL> (bybit, binance,
-    /// mexc or paper), paper:price:<SYMBOL>, paper:latency_ms.
+    /// mexc or paper), paper:price:<SYMBOL>, paper:latency_ms, risk:allowed_symbols,
+    /// risk:max_quantity, risk:max_leverage and risk:max_notional (each also per
+    /// symbol, as risk:max_quantity:<SYMBOL>).
     Set {
         /// The key.
         key: String,

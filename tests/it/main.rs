@@ -29,6 +29,7 @@ mod ordering;
 mod outages;
 mod pipeline;
 mod retry;
+mod risk;
 mod secrets;
 mod sources;
 mod support;

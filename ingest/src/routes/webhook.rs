@@ -93,6 +93,7 @@ async fn answer(
     if state.config.kill_switch() {
         return Err(ApiError::KillSwitch);
     }
+    hoox_common::risk::check_signal(&state.config, &parsed.signal)?;
     let explicit_key = match parsed.idempotency_key {
         Some(key) => Some(key),
         None => header_idempotency_key(&headers)?,
