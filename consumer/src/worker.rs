@@ -480,7 +480,7 @@ impl Worker {
             Event::OrderLookup {
                 exchange: provider.name(),
                 class: err.class.as_str().to_owned(),
-                code: err.code.clone(),
+                code: err.code.map(|code| code.to_string()),
                 error: err.message.clone(),
             },
         ));
@@ -512,7 +512,7 @@ impl Worker {
         let record = AttemptRecord {
             at: Utc::now(),
             exchange: exchange.map_or("none", ExchangeName::as_str).to_owned(),
-            code: err.code.clone(),
+            code: err.code.map(|code| code.to_string()),
             message: format!("{}: {}", err.class.as_str(), err.message),
         };
         logs.push(log(
@@ -521,7 +521,7 @@ impl Worker {
                 exchange,
                 attempt,
                 class: err.class.as_str().to_owned(),
-                code: err.code.clone(),
+                code: err.code.map(|code| code.to_string()),
                 error: err.message.clone(),
             },
         ));

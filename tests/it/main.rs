@@ -19,6 +19,7 @@ mod deployment;
 mod dlq;
 mod envelope;
 mod exactly_once;
+mod exchange_reads;
 mod exchanges;
 mod faults;
 mod health;

@@ -11,7 +11,9 @@ use hoox::commands::dlq;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::KILL_SWITCH;
 use hoox_common::signal::{ExchangeName, Leverage};
-use hoox_consumer::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use hoox_consumer::exchange::{
+    ErrorClass, ErrorCode, Exchange, ExchangeError, OrderAck, OrderRequest,
+};
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
@@ -51,7 +53,7 @@ impl Scripted {
 fn rate_limited() -> Option<ExchangeError> {
     Some(ExchangeError {
         class: ErrorClass::Retryable,
-        code: Some("10006".to_owned()),
+        code: Some(ErrorCode::Exchange(10006)),
         message: "Too many visits. Exceeded the API Rate Limit.".to_owned(),
     })
 }
@@ -59,7 +61,7 @@ fn rate_limited() -> Option<ExchangeError> {
 fn insufficient_balance() -> Option<ExchangeError> {
     Some(ExchangeError {
         class: ErrorClass::Fatal,
-        code: Some("110007".to_owned()),
+        code: Some(ErrorCode::Exchange(110007)),
         message: "ab not enough for new order".to_owned(),
     })
 }

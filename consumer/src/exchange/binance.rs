@@ -1,10 +1,8 @@
 //! Binance: USD-M futures by default, spot when the deployment says so.
 //!
 //! A signed request sends its parameters, then `recvWindow` and `timestamp`, then
-//! `signature`: the lowercase hex HMAC-SHA256 of the query string concatenated with the
-//! body, keyed with the secret; the API key goes in `X-MBX-APIKEY`
-//! (<https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>).
-//! MEXC's spot API signs the same way, so [`QuerySigned`] serves both.
+//! `signature` ([`signing::binance_query`]); the API key goes in `X-MBX-APIKEY`.
+//! MEXC's spot API signs and answers the same way, so [`QuerySigned`] serves both.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,11 +11,15 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::rules::{plain, InstrumentRules, RulesCache, Sized, SymbolRules};
+use super::signing;
 use super::transport::{
-    decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
+    decimal, exchange_symbol, integer, status_name, text, unreadable, Environment, Http, Reply,
     TimeSource, Venue, Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
+use super::{
+    Balance, ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits,
+    OrderAck, OrderRequest, Position,
+};
 
 /// Binance USD-M futures' live host.
 pub const FUTURES_LIVE_URL: &str = "https://fapi.binance.com";
@@ -48,6 +50,14 @@ impl Market {
         }
     }
 
+    fn traits(self) -> MarketTraits {
+        match self {
+            // Stops are separate algo orders on Binance, which hoox does not place.
+            Self::Usdm => MarketTraits::futures("USD-M futures").without_attached_stops(),
+            Self::Spot => MarketTraits::spot(),
+        }
+    }
+
     /// The default live and testnet hosts of this market.
     pub fn default_urls(self) -> (&'static str, &'static str) {
         match self {
@@ -55,12 +65,6 @@ impl Market {
             Self::Spot => (SPOT_LIVE_URL, SPOT_TESTNET_URL),
         }
     }
-}
-
-/// The signature of a Binance-style request: lowercase hex HMAC-SHA256 of
-/// `query + body` (no separator between them).
-pub fn sign(credentials: &Credentials, query: &str, body: &str) -> String {
-    credentials.sign(&format!("{query}{body}"))
 }
 
 /// Binance's signed-query scheme, shared with MEXC spot: which exchange, and the header
@@ -72,7 +76,7 @@ pub struct QuerySigned {
     /// `X-MBX-APIKEY` or `X-MEXC-APIKEY`.
     pub key_header: &'static str,
     /// The code that means the timestamp was refused (`-1021`, `700003`).
-    pub timestamp_code: &'static str,
+    pub timestamp_code: i64,
     /// Whether a POST sends its parameters as a form body (Binance) rather than in the
     /// query string (MEXC, as its examples do).
     pub post_body: bool,
@@ -107,18 +111,12 @@ impl QuerySigned {
         params: &[(&str, String)],
         write: Write,
     ) -> Result<Reply, ExchangeError> {
-        let credentials = venue.credentials()?;
         let base = url;
-        let timestamp_code = self.timestamp_code;
-        let refused = move |err: &ExchangeError| err.code.as_deref() == Some(timestamp_code);
+        let refused = |err: &ExchangeError| err.is_exchange_code(self.timestamp_code);
         venue
-            .signed(http, refused, |timestamp| {
-                let mut all: Vec<(&str, String)> = params.to_vec();
-                all.push(("recvWindow", self.recv_window.to_string()));
-                all.push(("timestamp", timestamp.to_string()));
-                let payload = query_string(&all);
-                let signature = sign(credentials, &payload, "");
-                let signed = format!("{payload}&signature={signature}");
+            .signed(http, refused, |credentials, timestamp| {
+                let signed =
+                    signing::binance_query(credentials, params, self.recv_window, timestamp);
                 let request = if method == Method::POST && self.post_body {
                     http.request(Method::POST, base)
                         .header("Content-Type", "application/x-www-form-urlencoded")
@@ -157,14 +155,11 @@ fn error_of(exchange: ExchangeName, reply: &Reply, write: Write) -> Option<Excha
             .unwrap_or(ErrorClass::Fatal),
         None => reply.status_class(write).unwrap_or(write.unknown_outcome()),
     };
-    Some(ExchangeError {
+    Some(ExchangeError::with_code(
         class,
-        code: Some(code.map_or_else(
-            || format!("HTTP {}", reply.status.as_u16()),
-            |c| c.to_string(),
-        )),
-        message: format!("{exchange}: {message}"),
-    })
+        code.map_or(ErrorCode::Http(reply.status.as_u16()), ErrorCode::Exchange),
+        format!("{exchange}: {message}"),
+    ))
 }
 
 /// What a Binance (or MEXC spot) error code means; `None` leaves it to the HTTP status.
@@ -184,7 +179,7 @@ fn classify(code: i64, message: &str, write: Write) -> Option<ErrorClass> {
 
 /// Whether an error says the order does not exist.
 pub fn is_unknown_order(err: &ExchangeError) -> bool {
-    err.code.as_deref() == Some("-2013")
+    err.is_exchange_code(-2013)
 }
 
 /// The Binance provider.
@@ -223,7 +218,7 @@ impl Binance {
             scheme: QuerySigned {
                 exchange: ExchangeName::Binance,
                 key_header: "X-MBX-APIKEY",
-                timestamp_code: "-1021",
+                timestamp_code: -1021,
                 post_body: true,
                 recv_window,
             },
@@ -310,12 +305,9 @@ impl Binance {
         order: &OrderRequest,
         rules: &InstrumentRules,
     ) -> Result<Vec<(&'static str, String)>, ExchangeError> {
-        if order.stop_loss.is_some() || order.take_profit.is_some() {
-            return Err(ExchangeError::new(
-                ErrorClass::Fatal,
-                "binance takes stop-loss and take-profit only as separate algo orders, which hoox does not place; send the signal without stopLoss/takeProfit",
-            ));
-        }
+        self.market
+            .traits()
+            .check_order(ExchangeName::Binance, order)?;
         let sized = rules.size(
             ExchangeName::Binance,
             &order.symbol,
@@ -324,7 +316,7 @@ impl Binance {
             order.reduce_only,
         )?;
         let mut params = order_params(order, &sized, true);
-        if order.reduce_only && self.market == Market::Usdm {
+        if self.market.traits().sends_reduce_only(order) {
             params.push(("reduceOnly", "true".to_owned()));
         }
         params.push((
@@ -484,8 +476,11 @@ impl Exchange for Binance {
         order: &OrderRequest,
         leverage: Leverage,
     ) -> Result<(), ExchangeError> {
+        self.market
+            .traits()
+            .check_leverage(ExchangeName::Binance, leverage)?;
         if self.market == Market::Spot {
-            return super::spot_leverage(ExchangeName::Binance, leverage);
+            return Ok(());
         }
         let params = [
             ("symbol", order.symbol.to_string()),
@@ -584,83 +579,103 @@ impl Exchange for Binance {
             can_withdraw: restrictions["enableWithdrawals"].as_bool(),
         })
     }
+
+    /// USD-M: `GET /fapi/v3/positionRisk`, which lists only symbols with a position or
+    /// an open order, `positionAmt` signed (negative short)
+    /// (<https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Position-Information-V3>).
+    /// Spot: `GET /api/v3/account` with `omitZeroBalances=true`, each balance `free`
+    /// and `locked`
+    /// (<https://developers.binance.com/docs/binance-spot-api-docs/rest-api/account-endpoints>).
+    async fn positions(&self, testnet: bool) -> Result<Holdings, ExchangeError> {
+        let venue = self.venues.get(testnet);
+        let holdings = match self.market {
+            Market::Usdm => self
+                .scheme
+                .send(
+                    &self.http,
+                    venue,
+                    Method::GET,
+                    "/fapi/v3/positionRisk",
+                    &[],
+                    Write::No,
+                )
+                .await
+                .and_then(|reply| futures_positions(&reply.json.unwrap_or(Value::Null)))
+                .map(Holdings::Positions),
+            Market::Spot => self
+                .scheme
+                .send(
+                    &self.http,
+                    venue,
+                    Method::GET,
+                    "/api/v3/account",
+                    &[("omitZeroBalances", "true".to_owned())],
+                    Write::No,
+                )
+                .await
+                .and_then(|reply| {
+                    spot_balances(ExchangeName::Binance, &reply.json.unwrap_or(Value::Null))
+                })
+                .map(Holdings::Balances),
+        };
+        holdings.map_err(|err| {
+            err.context(format!(
+                "cannot read binance {} holdings",
+                self.market_name()
+            ))
+        })
+    }
+}
+
+/// The open positions of a `positionRisk` answer; a zero `positionAmt` is none. In
+/// hedge mode each side is its own entry, as the exchange lists it.
+fn futures_positions(answer: &Value) -> Result<Vec<Position>, ExchangeError> {
+    let list = answer
+        .as_array()
+        .ok_or_else(|| unreadable(ExchangeName::Binance, "position list", answer))?;
+    let mut positions = Vec::new();
+    for item in list {
+        let unreadable_item = || unreadable(ExchangeName::Binance, "position", item);
+        let quantity = decimal(&item["positionAmt"]).ok_or_else(unreadable_item)?;
+        if quantity.is_zero() {
+            continue;
+        }
+        let symbol = item["symbol"].as_str().ok_or_else(unreadable_item)?;
+        positions.push(Position {
+            symbol: exchange_symbol(ExchangeName::Binance, symbol)?,
+            quantity,
+            entry_price: decimal(&item["entryPrice"]).ok_or_else(unreadable_item)?,
+        });
+    }
+    Ok(positions)
+}
+
+/// The non-zero balances of a Binance-style spot `account` answer (Binance, MEXC):
+/// `balances: [{asset, free, locked}]`.
+pub fn spot_balances(
+    exchange: ExchangeName,
+    answer: &Value,
+) -> Result<Vec<Balance>, ExchangeError> {
+    let list = answer["balances"]
+        .as_array()
+        .ok_or_else(|| unreadable(exchange, "account balances", answer))?;
+    let mut balances = Vec::new();
+    for item in list {
+        let unreadable_item = || unreadable(exchange, "balance", item);
+        let asset = item["asset"].as_str().ok_or_else(unreadable_item)?;
+        let free = decimal(&item["free"]).ok_or_else(unreadable_item)?;
+        let locked = decimal(&item["locked"]).ok_or_else(unreadable_item)?;
+        let balance = Balance::new(asset, free, locked).ok_or_else(unreadable_item)?;
+        if !balance.total.is_zero() {
+            balances.push(balance);
+        }
+    }
+    Ok(balances)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
-
-    fn credentials(key: &str, secret: &str) -> Credentials {
-        Credentials::from_pair(
-            Some(SecretString::from(key.to_owned())),
-            Some(SecretString::from(secret.to_owned())),
-        )
-        .unwrap()
-    }
-
-    /// USD-M futures, "SIGNED Endpoint Examples for POST /fapi/v1/order - HMAC Keys",
-    /// example 2 (all parameters in the body):
-    /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>.
-    /// Its example 3 prints `f9d0ae5e…`, which only a payload with a stray space
-    /// (`timestamp= 1591702613943`) gives; the clean payload is checked here instead.
-    #[test]
-    fn reproduces_the_usdm_futures_example() {
-        let credentials = credentials(
-            "dbefbc809e3e83c283a984c3a1459732ea7db1360ca80c5c2c8867408d28cc83",
-            "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9",
-        );
-        let params = [
-            ("symbol", "BTCUSDT".to_owned()),
-            ("side", "BUY".to_owned()),
-            ("type", "LIMIT".to_owned()),
-            ("quantity", "1".to_owned()),
-            ("price", "9000".to_owned()),
-            ("timeInForce", "GTC".to_owned()),
-            ("recvWindow", "5000".to_owned()),
-            ("timestamp", "1591702613943".to_owned()),
-        ];
-        assert_eq!(
-            sign(&credentials, "", &query_string(&params)),
-            "3c661234138461fcc7a7d8746c6558c9842d4e10870d2ecbedf7777cad694af9"
-        );
-        assert_eq!(
-            sign(
-                &credentials,
-                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC",
-                "quantity=1&price=9000&recvWindow=5000&timestamp=1591702613943"
-            ),
-            "30baaf0fab549bbeda7f5ef201898b34122da25fd23c646cac2c529aebe670a4"
-        );
-    }
-
-    /// Spot, "SIGNED Endpoint Examples for POST /api/v3/order", HMAC example
-    /// (binance/binance-spot-api-docs, rest-api.md). Its example 3 (query plus body) is
-    /// checked as the same concatenation in the futures docs' clean form.
-    #[test]
-    fn reproduces_the_spot_example() {
-        let credentials = credentials(
-            "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
-            "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
-        );
-        assert_eq!(
-            sign(
-                &credentials,
-                "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
-                ""
-            ),
-            "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
-        );
-        // The legacy mixed example: query and body joined with no `&`.
-        assert_eq!(
-            sign(
-                &credentials,
-                "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC",
-                "quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
-            ),
-            "0fd168b8ddb4876a0358a8d14d0c9f3da0e9b20c5d52b2a00fcf7d1c602f9a77"
-        );
-    }
 
     #[test]
     fn classifies_error_codes() {

@@ -1,10 +1,9 @@
 //! Bybit V5: linear USDT perpetuals by default, spot when the deployment says so.
 //!
 //! Every private request carries `X-BAPI-API-KEY`, `X-BAPI-TIMESTAMP`,
-//! `X-BAPI-RECV-WINDOW` and `X-BAPI-SIGN`, the lowercase hex HMAC-SHA256 of
-//! `timestamp + apiKey + recvWindow + payload`, where the payload is the exact query
-//! string of a GET or the exact JSON body of a POST
-//! (<https://bybit-exchange.github.io/docs/v5/guide>).
+//! `X-BAPI-RECV-WINDOW` and `X-BAPI-SIGN` ([`signing::bybit`]).
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,11 +12,15 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::rules::{plain, InstrumentRules, RulesCache, SymbolRules};
+use super::signing;
 use super::transport::{
-    decimal, integer, query_string, status_name, text, Credentials, Environment, Http, Reply,
-    TimeSource, Venue, Venues, Write,
+    amount, decimal, exchange_symbol, integer, query_string, status_name, text, unreadable,
+    Environment, Http, Reply, TimeSource, Venue, Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
+use super::{
+    Balance, ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits,
+    OrderAck, OrderRequest, Position,
+};
 
 /// Bybit's live host.
 pub const LIVE_URL: &str = "https://api.bybit.com";
@@ -48,14 +51,13 @@ impl Category {
             Self::Spot => "spot",
         }
     }
-}
 
-/// Lowercase hex HMAC-SHA256 of `timestamp + apiKey + recvWindow + payload`.
-pub fn sign(credentials: &Credentials, timestamp: i64, recv_window: u64, payload: &str) -> String {
-    credentials.sign(&format!(
-        "{timestamp}{}{recv_window}{payload}",
-        credentials.api_key()
-    ))
+    fn traits(self) -> MarketTraits {
+        match self {
+            Self::Linear => MarketTraits::futures("linear"),
+            Self::Spot => MarketTraits::spot(),
+        }
+    }
 }
 
 /// The Bybit provider.
@@ -99,7 +101,6 @@ impl Bybit {
         payload: Payload,
         write: Write,
     ) -> Result<Value, ExchangeError> {
-        let credentials = venue.credentials()?;
         let (method, url, signed) = match &payload {
             Payload::Query(params) => {
                 let query = query_string(params);
@@ -113,7 +114,7 @@ impl Bybit {
             Payload::Body(body) => (Method::POST, venue.url(path)?, body.to_string()),
         };
         venue
-            .signed(&self.http, refused_timestamp, |timestamp| {
+            .signed(&self.http, refused_timestamp, |credentials, timestamp| {
                 let mut request = self
                     .http
                     .request(method.clone(), &url)
@@ -122,7 +123,7 @@ impl Bybit {
                     .header("X-BAPI-RECV-WINDOW", self.recv_window.to_string())
                     .header(
                         "X-BAPI-SIGN",
-                        sign(credentials, timestamp, self.recv_window, &signed),
+                        signing::bybit(credentials, timestamp, self.recv_window, &signed),
                     );
                 if method == Method::POST {
                     request = request
@@ -248,16 +249,15 @@ impl Bybit {
             }
         }
         body.insert("qty".into(), json!(plain(sized.quantity)));
-        if self.category == Category::Linear {
-            if order.reduce_only {
-                body.insert("reduceOnly".into(), json!(true));
-            }
-            if let Some(stop_loss) = order.stop_loss {
-                body.insert("stopLoss".into(), json!(plain(rules.tick(stop_loss)?)));
-            }
-            if let Some(take_profit) = order.take_profit {
-                body.insert("takeProfit".into(), json!(plain(rules.tick(take_profit)?)));
-            }
+        if self.category.traits().sends_reduce_only(order) {
+            body.insert("reduceOnly".into(), json!(true));
+        }
+        // Spot orders carrying stops were refused before sizing.
+        if let Some(stop_loss) = order.stop_loss {
+            body.insert("stopLoss".into(), json!(plain(rules.tick(stop_loss)?)));
+        }
+        if let Some(take_profit) = order.take_profit {
+            body.insert("takeProfit".into(), json!(plain(rules.tick(take_profit)?)));
         }
         body.insert("orderLinkId".into(), json!(order.client_order_id.as_str()));
         Ok(Value::Object(body))
@@ -284,6 +284,110 @@ impl Bybit {
         }
         Ok(None)
     }
+}
+
+impl Bybit {
+    /// Every open USDT perpetual position: `GET /v5/position/list` with
+    /// `category=linear&settleCoin=USDT` lists only positions of non-zero size, up to
+    /// 200 a page, and the answer's `nextPageCursor` asks for the next page until it is
+    /// empty (<https://bybit-exchange.github.io/docs/v5/position>).
+    async fn linear_positions(&self, venue: &Venue) -> Result<Vec<Position>, ExchangeError> {
+        let mut positions = Vec::new();
+        let mut cursors = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut params = vec![
+                ("category", "linear".to_owned()),
+                ("settleCoin", "USDT".to_owned()),
+                ("limit", "200".to_owned()),
+            ];
+            if let Some(cursor) = &cursor {
+                params.push(("cursor", cursor.clone()));
+            }
+            let result = self
+                .private(
+                    venue,
+                    "/v5/position/list",
+                    Payload::Query(params),
+                    Write::No,
+                )
+                .await?;
+            let list = result["list"]
+                .as_array()
+                .ok_or_else(|| unreadable(ExchangeName::Bybit, "position list", &result))?;
+            for item in list {
+                positions.extend(linear_position(item)?);
+            }
+            match result["nextPageCursor"].as_str().filter(|c| !c.is_empty()) {
+                None => return Ok(positions),
+                Some(next) if !cursors.insert(next.to_owned()) => {
+                    return Err(ExchangeError::new(
+                        ErrorClass::Retryable,
+                        format!("bybit gave the position page cursor `{next}` twice"),
+                    ))
+                }
+                Some(next) => cursor = Some(next.to_owned()),
+            }
+        }
+    }
+
+    /// The unified account's non-zero coin balances: `GET /v5/account/wallet-balance`
+    /// with `accountType=UNIFIED`. A coin's `walletBalance` includes what its spot
+    /// orders hold (`locked`), so free is `walletBalance - locked`
+    /// (<https://bybit-exchange.github.io/docs/v5/account/wallet-balance>).
+    async fn wallet_balances(&self, venue: &Venue) -> Result<Vec<Balance>, ExchangeError> {
+        let params = vec![("accountType", "UNIFIED".to_owned())];
+        let result = self
+            .private(
+                venue,
+                "/v5/account/wallet-balance",
+                Payload::Query(params),
+                Write::No,
+            )
+            .await?;
+        let accounts = result["list"]
+            .as_array()
+            .ok_or_else(|| unreadable(ExchangeName::Bybit, "wallet balance", &result))?;
+        let mut balances = Vec::new();
+        for account in accounts {
+            let coins = account["coin"]
+                .as_array()
+                .ok_or_else(|| unreadable(ExchangeName::Bybit, "wallet balance", account))?;
+            for coin in coins {
+                let unreadable_coin = || unreadable(ExchangeName::Bybit, "coin balance", coin);
+                let asset = coin["coin"].as_str().ok_or_else(unreadable_coin)?;
+                let total = amount(&coin["walletBalance"]).ok_or_else(unreadable_coin)?;
+                let locked = amount(&coin["locked"]).ok_or_else(unreadable_coin)?;
+                if total.is_zero() {
+                    continue;
+                }
+                let free = total.checked_sub(locked).ok_or_else(unreadable_coin)?;
+                balances.push(Balance::new(asset, free, locked).ok_or_else(unreadable_coin)?);
+            }
+        }
+        Ok(balances)
+    }
+}
+
+/// One `/v5/position/list` item: `size` is unsigned and `side` gives its sign (`Buy`
+/// long, `Sell` short); an empty position (size 0, side `""` or `None`) is none.
+fn linear_position(item: &Value) -> Result<Option<Position>, ExchangeError> {
+    let unreadable_item = || unreadable(ExchangeName::Bybit, "position", item);
+    let size = decimal(&item["size"]).ok_or_else(unreadable_item)?;
+    if size.is_zero() {
+        return Ok(None);
+    }
+    let quantity = match item["side"].as_str() {
+        Some("Buy") => size,
+        Some("Sell") => -size,
+        _ => return Err(unreadable_item()),
+    };
+    let symbol = item["symbol"].as_str().ok_or_else(unreadable_item)?;
+    Ok(Some(Position {
+        symbol: exchange_symbol(ExchangeName::Bybit, symbol)?,
+        quantity,
+        entry_price: decimal(&item["avgPrice"]).ok_or_else(unreadable_item)?,
+    }))
 }
 
 fn unknown_symbol(category: Category, order: &OrderRequest) -> ExchangeError {
@@ -350,7 +454,7 @@ fn key_check(info: &Value, category: Category) -> KeyCheck {
 
 /// Whether Bybit refused the request's timestamp (`10002`).
 fn refused_timestamp(err: &ExchangeError) -> bool {
-    err.code.as_deref() == Some("10002")
+    err.is_exchange_code(10_002)
 }
 
 /// The `result` of a successful answer, or the classified error.
@@ -369,22 +473,22 @@ fn result(reply: Reply, write: Write) -> Result<Value, ExchangeError> {
                 401 => ErrorClass::Fatal,
                 _ => write.unknown_outcome(),
             });
-        return Err(ExchangeError {
+        return Err(ExchangeError::with_code(
             class,
-            code: Some(format!("HTTP {}", reply.status.as_u16())),
-            message: format!("bybit answered {}", reply.excerpt()),
-        });
+            ErrorCode::Http(reply.status.as_u16()),
+            format!("bybit answered {}", reply.excerpt()),
+        ));
     };
     let code = integer(&body["retCode"]).unwrap_or(-1);
     if code == 0 {
         return Ok(body.get("result").cloned().unwrap_or(Value::Null));
     }
     let message = body["retMsg"].as_str().unwrap_or_default().to_owned();
-    Err(ExchangeError {
-        class: classify(code, write),
-        code: Some(code.to_string()),
-        message: format!("bybit: {message}"),
-    })
+    Err(ExchangeError::with_code(
+        classify(code, write),
+        ErrorCode::Exchange(code),
+        format!("bybit: {message}"),
+    ))
 }
 
 /// What a Bybit `retCode` means (<https://bybit-exchange.github.io/docs/v5/error>).
@@ -415,8 +519,11 @@ impl Exchange for Bybit {
         order: &OrderRequest,
         leverage: Leverage,
     ) -> Result<(), ExchangeError> {
+        self.category
+            .traits()
+            .check_leverage(ExchangeName::Bybit, leverage)?;
         if self.category == Category::Spot {
-            return super::spot_leverage(ExchangeName::Bybit, leverage);
+            return Ok(());
         }
         let body = json!({
             "category": self.category.as_str(),
@@ -435,12 +542,15 @@ impl Exchange for Bybit {
             .await
         {
             // "Set leverage has not been modified": it already is what we want.
-            Err(err) if err.code.as_deref() == Some("110043") => Ok(()),
+            Err(err) if err.is_exchange_code(110_043) => Ok(()),
             other => other.map(drop),
         }
     }
 
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        self.category
+            .traits()
+            .check_order(ExchangeName::Bybit, order)?;
         let rules = self
             .rules
             .get_or_fetch(order, || self.instrument(order))
@@ -451,23 +561,17 @@ impl Exchange for Bybit {
             .private(venue, "/v5/order/create", Payload::Body(body), Write::Order)
             .await?;
         // The create answer is an acknowledgement only: `read_back` gets the state.
-        Ok(OrderAck {
-            exchange_order_id: text(&result["orderId"]).unwrap_or_default(),
-            status: "accepted".to_owned(),
-            fill_price: None,
-            fill_quantity: None,
-            placed_at: Utc::now(),
-            raw: result,
-        })
+        Ok(OrderAck::accepted(
+            text(&result["orderId"]).unwrap_or_default(),
+            result,
+        ))
     }
 
     async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
         // Only `realtime` can already show an order just placed.
-        self.find(order, &[REALTIME])
+        placed
+            .read_back(ExchangeName::Bybit, self.find(order, &[REALTIME]))
             .await
-            .ok()
-            .flatten()
-            .unwrap_or(placed)
     }
 
     async fn order_by_client_id(
@@ -490,40 +594,25 @@ impl Exchange for Bybit {
             .await?;
         Ok(key_check(&info, self.category))
     }
+
+    async fn positions(&self, testnet: bool) -> Result<Holdings, ExchangeError> {
+        let venue = self.venues.get(testnet);
+        let holdings = match self.category {
+            Category::Linear => self.linear_positions(venue).await.map(Holdings::Positions),
+            Category::Spot => self.wallet_balances(venue).await.map(Holdings::Balances),
+        };
+        holdings.map_err(|err| {
+            err.context(format!(
+                "cannot read bybit {} holdings",
+                self.category.as_str()
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
-
-    /// Bybit's guide prints signatures without the secret behind them, so they cannot
-    /// be checked. Known answer computed independently with Python:
-    /// `hmac.new(b"g5NQBTl4C8cyTV9cz2AIPn4FjLLpDZIoUfsQ", (ts + key + recv + body).encode(), hashlib.sha256).hexdigest()`.
-    #[test]
-    fn signs_like_an_independent_hmac() {
-        let credentials = Credentials::from_pair(
-            Some(SecretString::from("XXXXXXXXXX".to_owned())),
-            Some(SecretString::from(
-                "g5NQBTl4C8cyTV9cz2AIPn4FjLLpDZIoUfsQ".to_owned(),
-            )),
-        )
-        .unwrap();
-        let body = r#"{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"0.005","orderLinkId":"0b7f2d6c9a3e4f1b8c5d7e9f0a1b2c3d"}"#;
-        assert_eq!(
-            sign(&credentials, 1_658_385_579_423, 5000, body),
-            "3bf40e812d4975fd895863567ab657f8ff07840da6ed5bab62d941aa9e910f25"
-        );
-        assert_eq!(
-            sign(
-                &credentials,
-                1_658_384_314_791,
-                5000,
-                "category=linear&orderLinkId=0b7f2d6c9a3e4f1b8c5d7e9f0a1b2c3d"
-            ),
-            "ae58b785ec6c922223f2926c01b0e030a6e2967f33a4406bc95c347ac571b863"
-        );
-    }
 
     #[test]
     fn reads_what_a_key_may_do_from_its_permissions() {
@@ -546,6 +635,24 @@ mod tests {
             }
         );
         assert_eq!(key_check(&json!({}), Category::Linear), KeyCheck::default());
+    }
+
+    #[test]
+    fn reads_a_position_signed_by_its_side() {
+        let item = |side: &str, size: &str| json!({"symbol": "BTCUSDT", "side": side, "size": size, "avgPrice": "67999.123456789"});
+        let short = linear_position(&item("Sell", "0.123456789"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(short.quantity, "-0.123456789".parse().unwrap());
+        assert_eq!(short.entry_price, "67999.123456789".parse().unwrap());
+        assert_eq!(short.symbol.as_str(), "BTCUSDT");
+        let long = linear_position(&item("Buy", "2")).unwrap().unwrap();
+        assert_eq!(long.quantity, "2".parse().unwrap());
+        // An empty one-way position: no side, no size.
+        assert_eq!(linear_position(&item("", "0")).unwrap(), None);
+        // A size without a side is not guessed at.
+        assert!(linear_position(&item("", "1")).is_err());
+        assert!(linear_position(&json!({"symbol": "BTCUSDT"})).is_err());
     }
 
     #[test]

@@ -1,31 +1,34 @@
 //! MEXC: spot v3 by default; USDT-margined futures for deployments whose keys may trade
 //! them.
 //!
-//! Spot signs like Binance (see [`super::binance::QuerySigned`]) with the key in
-//! `X-MEXC-APIKEY`. Futures ("contract") requests carry `ApiKey`, `Request-Time` and
-//! `Signature`, the lowercase hex HMAC-SHA256 of `apiKey + Request-Time + paramString`,
-//! where paramString is the JSON body of a POST or the sorted query of a GET
-//! (<https://mexcdevelop.github.io/apidocs/contract_v1_en/#authentication-method>).
+//! Spot signs and answers like Binance (see [`super::binance::QuerySigned`]) with the
+//! key in `X-MEXC-APIKEY`. Futures ("contract") requests carry `ApiKey`, `Request-Time`
+//! and `Signature` ([`signing::mexc_futures`]).
 //!
 //! Spot is the default because MEXC's futures docs have marked order placement "under
 //! maintenance" for ordinary API keys since 2022.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox_common::signal::{Action, ExchangeName, Leverage, OrderType, Symbol};
+use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side, Symbol};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Number, Value};
 
-use super::binance::{ack_from_order, is_unknown_order, order_params, QuerySigned};
+use super::binance::{ack_from_order, is_unknown_order, order_params, spot_balances, QuerySigned};
 use super::rules::{plain, step_from_places, InstrumentRules, RulesCache, SymbolRules};
+use super::signing;
 use super::transport::{
-    decimal, integer, query_string, text, Credentials, Environment, Http, Reply, TimeSource,
-    Venues, Write,
+    decimal, exchange_symbol, integer, query_string, text, unreadable, Environment, Http, Reply,
+    TimeSource, Venues, Write,
 };
-use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
+use super::{
+    ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits, OrderAck,
+    OrderRequest, Position,
+};
 
 /// MEXC spot's host.
 pub const SPOT_URL: &str = "https://api.mexc.com";
@@ -44,9 +47,13 @@ pub enum Market {
     Futures,
 }
 
-/// The futures signature: lowercase hex HMAC-SHA256 of `apiKey + timestamp + params`.
-pub fn sign_futures(credentials: &Credentials, timestamp: i64, params: &str) -> String {
-    credentials.sign(&format!("{}{timestamp}{params}", credentials.api_key()))
+impl Market {
+    fn traits(self) -> MarketTraits {
+        match self {
+            Self::Spot => MarketTraits::spot(),
+            Self::Futures => MarketTraits::futures("futures"),
+        }
+    }
 }
 
 /// `BTCUSDT` → `BTC_USDT`, the futures symbol.
@@ -102,7 +109,7 @@ impl Mexc {
             spot: QuerySigned {
                 exchange: ExchangeName::Mexc,
                 key_header: "X-MEXC-APIKEY",
-                timestamp_code: "700003",
+                timestamp_code: 700_003,
                 post_body: false,
                 recv_window,
             },
@@ -179,12 +186,9 @@ impl Mexc {
     }
 
     async fn place_spot(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
-        if order.stop_loss.is_some() || order.take_profit.is_some() {
-            return Err(ExchangeError::new(
-                ErrorClass::Fatal,
-                "MEXC spot orders take no stop-loss or take-profit; send the signal without stopLoss/takeProfit",
-            ));
-        }
+        Market::Spot
+            .traits()
+            .check_order(ExchangeName::Mexc, order)?;
         let rules = self
             .rules
             .get_or_fetch(order, || self.spot_rules(order))
@@ -237,7 +241,6 @@ impl Mexc {
         write: Write,
     ) -> Result<Value, ExchangeError> {
         let venue = self.venues.get(testnet);
-        let credentials = venue.credentials()?;
         let mut sorted = query.to_vec();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         let query = query_string(&sorted);
@@ -251,14 +254,17 @@ impl Mexc {
         venue
             .signed(
                 &self.http,
-                |err| err.code.as_deref() == Some("513"),
-                |timestamp| {
+                |err| err.is_exchange_code(513),
+                |credentials, timestamp| {
                     let mut request = self
                         .http
                         .request(method.clone(), &url)
                         .header("ApiKey", credentials.api_key())
                         .header("Request-Time", timestamp.to_string())
-                        .header("Signature", sign_futures(credentials, timestamp, &signed))
+                        .header(
+                            "Signature",
+                            signing::mexc_futures(credentials, timestamp, &signed),
+                        )
                         .header("Content-Type", "application/json");
                     if let Some(body) = &body {
                         request = request.body(body.clone());
@@ -272,6 +278,32 @@ impl Mexc {
             .await
     }
 
+    /// The public `GET /api/v1/contract/detail` of one contract
+    /// (<https://mexcdevelop.github.io/apidocs/contract_v1_en/#get-the-contract-information>).
+    async fn contract_detail(&self, testnet: bool, symbol: &str) -> Result<Value, ExchangeError> {
+        let venue = self.venues.get(testnet);
+        let url = venue.url(&format!("/api/v1/contract/detail?symbol={symbol}"))?;
+        let reply = self
+            .http
+            .send(ExchangeName::Mexc, self.http.get(&url), Write::No)
+            .await?;
+        let data = futures_data(reply, Write::No)?;
+        match &data {
+            Value::Array(list) => list
+                .iter()
+                .find(|d| d["symbol"].as_str() == Some(symbol))
+                .cloned(),
+            Value::Object(_) => Some(data),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ExchangeError::new(
+                ErrorClass::Fatal,
+                format!("{symbol} is not a MEXC futures contract"),
+            )
+        })
+    }
+
     async fn contract(
         &self,
         order: &OrderRequest,
@@ -280,24 +312,7 @@ impl Mexc {
         let rules = self
             .rules
             .get_or_fetch(order, || async {
-                let venue = self.venues.get(order.testnet);
-                let url = venue.url(&format!("/api/v1/contract/detail?symbol={symbol}"))?;
-                let reply = self
-                    .http
-                    .send(ExchangeName::Mexc, self.http.get(&url), Write::No)
-                    .await?;
-                let data = futures_data(reply, Write::No)?;
-                let detail = match &data {
-                    Value::Array(list) => list.iter().find(|d| d["symbol"].as_str() == Some(&symbol)),
-                    Value::Object(_) => Some(&data),
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    ExchangeError::new(
-                        ErrorClass::Fatal,
-                        format!("{symbol} is not a MEXC futures contract"),
-                    )
-                })?;
+                let detail = self.contract_detail(order.testnet, &symbol).await?;
                 if detail["apiAllowed"] == json!(false) || integer(&detail["state"]).is_some_and(|s| s != 0) {
                     return Err(ExchangeError::new(
                         ErrorClass::Fatal,
@@ -307,14 +322,7 @@ impl Mexc {
                         ),
                     ));
                 }
-                let contract_size = decimal(&detail["contractSize"])
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        ExchangeError::new(
-                            ErrorClass::Retryable,
-                            format!("MEXC futures {symbol} has no readable contractSize"),
-                        )
-                    })?;
+                let contract_size = contract_size(&detail, &symbol)?;
                 Ok(SymbolRules::same(InstrumentRules {
                     qty_step: decimal(&detail["volUnit"]).unwrap_or(Decimal::ONE),
                     min_qty: decimal(&detail["minVol"]).unwrap_or(Decimal::ONE),
@@ -330,6 +338,9 @@ impl Mexc {
     }
 
     async fn place_futures(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        Market::Futures
+            .traits()
+            .check_order(ExchangeName::Mexc, order)?;
         let (rules, contract_size) = self.contract(order).await?;
         let contracts = order.quantity.checked_div(contract_size).ok_or_else(|| {
             ExchangeError::new(
@@ -368,13 +379,18 @@ impl Mexc {
             body.insert("price".into(), number(price));
         }
         body.insert("vol".into(), number(sized.quantity));
+        // Open long 1, close short 2, open short 3, close long 4: a reduce-only order
+        // closes what its side reduces.
         body.insert(
             "side".into(),
-            json!(match order.action {
-                Action::Long => 1,
-                Action::CloseShort => 2,
-                Action::Short => 3,
-                Action::CloseLong => 4,
+            json!(match (
+                order.side,
+                Market::Futures.traits().sends_reduce_only(order)
+            ) {
+                (Side::Buy, false) => 1,
+                (Side::Buy, true) => 2,
+                (Side::Sell, false) => 3,
+                (Side::Sell, true) => 4,
             }),
         );
         body.insert(
@@ -407,14 +423,7 @@ impl Mexc {
         let order_id = text(&data)
             .or_else(|| text(&data["orderId"]))
             .unwrap_or_default();
-        Ok(OrderAck {
-            exchange_order_id: order_id,
-            status: "accepted".to_owned(),
-            fill_price: None,
-            fill_quantity: None,
-            placed_at: Utc::now(),
-            raw: data,
-        })
+        Ok(OrderAck::accepted(order_id, data))
     }
 
     /// The futures order with `order`'s client id; its filled contracts are converted to
@@ -435,7 +444,7 @@ impl Mexc {
         {
             Ok(data) => data,
             // "order not exist"
-            Err(err) if err.code.as_deref() == Some("2040") => return Ok(None),
+            Err(err) if err.is_exchange_code(2040) => return Ok(None),
             Err(err) => return Err(err),
         };
         if data.is_null() {
@@ -464,27 +473,58 @@ impl Mexc {
     }
 }
 
+/// A contract's size in base coin, from its detail.
+fn contract_size(detail: &Value, symbol: &str) -> Result<Decimal, ExchangeError> {
+    decimal(&detail["contractSize"])
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ExchangeError::new(
+                ErrorClass::Retryable,
+                format!("MEXC futures {symbol} has no readable contractSize"),
+            )
+        })
+}
+
+/// One open position of `open_positions`: its contract, its signed contracts (`holdVol`
+/// long for `positionType` 1, short for 2) and its `holdAvgPrice`; `None` when it holds
+/// nothing.
+fn futures_position(item: &Value) -> Result<Option<(String, Decimal, Decimal)>, ExchangeError> {
+    let unreadable_item = || unreadable(ExchangeName::Mexc, "position", item);
+    let contracts = decimal(&item["holdVol"]).ok_or_else(unreadable_item)?;
+    if contracts.is_zero() {
+        return Ok(None);
+    }
+    let signed = match integer(&item["positionType"]) {
+        Some(1) => contracts,
+        Some(2) => -contracts,
+        _ => return Err(unreadable_item()),
+    };
+    let symbol = item["symbol"].as_str().ok_or_else(unreadable_item)?;
+    let price = decimal(&item["holdAvgPrice"]).ok_or_else(unreadable_item)?;
+    Ok(Some((symbol.to_owned(), signed, price)))
+}
+
 /// The `data` of a successful futures answer, or the classified error.
 fn futures_data(reply: Reply, write: Write) -> Result<Value, ExchangeError> {
     let body = reply.json.as_ref().filter(|b| b.get("success").is_some());
     let Some(body) = body else {
         let class = reply.status_class(write).unwrap_or(write.unknown_outcome());
-        return Err(ExchangeError {
+        return Err(ExchangeError::with_code(
             class,
-            code: Some(format!("HTTP {}", reply.status.as_u16())),
-            message: format!("mexc answered {}", reply.excerpt()),
-        });
+            ErrorCode::Http(reply.status.as_u16()),
+            format!("mexc answered {}", reply.excerpt()),
+        ));
     };
     let code = integer(&body["code"]).unwrap_or(0);
     if body["success"] == json!(true) && code == 0 {
         return Ok(body.get("data").cloned().unwrap_or(Value::Null));
     }
     let message = body["message"].as_str().unwrap_or_default();
-    Err(ExchangeError {
-        class: classify_futures(code, write),
-        code: Some(code.to_string()),
-        message: format!("mexc: {message}"),
-    })
+    Err(ExchangeError::with_code(
+        classify_futures(code, write),
+        ErrorCode::Exchange(code),
+        format!("mexc: {message}"),
+    ))
 }
 
 /// What a MEXC futures error code means
@@ -516,8 +556,11 @@ impl Exchange for Mexc {
         order: &OrderRequest,
         leverage: Leverage,
     ) -> Result<(), ExchangeError> {
+        self.market
+            .traits()
+            .check_leverage(ExchangeName::Mexc, leverage)?;
         if self.market == Market::Spot {
-            return super::spot_leverage(ExchangeName::Mexc, leverage);
+            return Ok(());
         }
         let symbol = futures_symbol(&order.symbol)?;
         // Without a position, leverage is set per side: long (1) and short (2).
@@ -550,11 +593,9 @@ impl Exchange for Mexc {
 
     async fn read_back(&self, order: &OrderRequest, placed: OrderAck) -> OrderAck {
         // Neither market's answer to a new order says anything of fills.
-        self.order_by_client_id(order)
+        placed
+            .read_back(ExchangeName::Mexc, self.order_by_client_id(order))
             .await
-            .ok()
-            .flatten()
-            .unwrap_or(placed)
     }
 
     async fn order_by_client_id(
@@ -608,64 +649,88 @@ impl Exchange for Mexc {
             }
         }
     }
+
+    /// Spot: `GET /api/v3/account`, each balance `free` and `locked`
+    /// (<https://mexcdevelop.github.io/apidocs/spot_v3_en/#account-information>).
+    /// Futures: `GET /api/v1/private/position/open_positions`, whose `holdVol` counts
+    /// contracts, converted to base coin with each contract's size
+    /// (<https://mexcdevelop.github.io/apidocs/contract_v1_en/#get-the-user-39-s-current-holding-position>).
+    async fn positions(&self, testnet: bool) -> Result<Holdings, ExchangeError> {
+        let holdings = match self.market {
+            Market::Spot => self
+                .spot
+                .send(
+                    &self.http,
+                    self.venues.get(testnet),
+                    Method::GET,
+                    "/api/v3/account",
+                    &[],
+                    Write::No,
+                )
+                .await
+                .and_then(|reply| {
+                    spot_balances(ExchangeName::Mexc, &reply.json.unwrap_or(Value::Null))
+                })
+                .map(Holdings::Balances),
+            Market::Futures => self
+                .futures_positions(testnet)
+                .await
+                .map(Holdings::Positions),
+        };
+        let market = match self.market {
+            Market::Spot => "spot",
+            Market::Futures => "futures",
+        };
+        holdings.map_err(|err| err.context(format!("cannot read mexc {market} holdings")))
+    }
+}
+
+impl Mexc {
+    async fn futures_positions(&self, testnet: bool) -> Result<Vec<Position>, ExchangeError> {
+        let data = self
+            .futures(
+                testnet,
+                Method::GET,
+                "/api/v1/private/position/open_positions",
+                &[],
+                None,
+                Write::No,
+            )
+            .await?;
+        let list = data
+            .as_array()
+            .ok_or_else(|| unreadable(ExchangeName::Mexc, "position list", &data))?;
+        let mut sizes: HashMap<String, Decimal> = HashMap::new();
+        let mut positions = Vec::new();
+        for item in list {
+            let Some((contract, contracts, entry_price)) = futures_position(item)? else {
+                continue;
+            };
+            let size = match sizes.get(&contract) {
+                Some(size) => *size,
+                None => {
+                    let detail = self.contract_detail(testnet, &contract).await?;
+                    let size = contract_size(&detail, &contract)?;
+                    sizes.insert(contract.clone(), size);
+                    size
+                }
+            };
+            let quantity = contracts
+                .checked_mul(size)
+                .ok_or_else(|| unreadable(ExchangeName::Mexc, "position size", item))?;
+            positions.push(Position {
+                symbol: exchange_symbol(ExchangeName::Mexc, &contract)?,
+                quantity: quantity.normalize(),
+                entry_price,
+            });
+        }
+        Ok(positions)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::binance::sign;
-    use secrecy::SecretString;
-
-    fn credentials() -> Credentials {
-        Credentials::from_pair(
-            Some(SecretString::from("mx0aBYs33eIilxBWC5".to_owned())),
-            Some(SecretString::from(
-                "45d0b3c26f2644f19bfb98b07741b2f5".to_owned(),
-            )),
-        )
-        .unwrap()
-    }
-
-    /// Spot v3, "SIGNED Endpoint Examples for POST /api/v3/order", examples 2 (all
-    /// in the query) and 3 (query plus body). Example 1 prints `323c96ab…`, which no
-    /// HMAC of its payload gives: a documentation error.
-    /// <https://mexcdevelop.github.io/apidocs/spot_v3_en/#signed>
-    #[test]
-    fn reproduces_the_spot_examples() {
-        let credentials = credentials();
-        assert_eq!(
-            sign(
-                &credentials,
-                "symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=1&price=11&recvWindow=5000&timestamp=1644489390087",
-                ""
-            ),
-            "fd3e4e8543c5188531eb7279d68ae7d26a573d0fc5ab0d18eb692451654d837a"
-        );
-        assert_eq!(
-            sign(
-                &credentials,
-                "symbol=BTCUSDT&side=BUY&type=LIMIT",
-                "quantity=1&price=11&recvWindow=5000&timestamp=1644489390087"
-            ),
-            "d1a676610ceb39174c8039b3f548357994b2a34139a8addd33baadba65684592"
-        );
-    }
-
-    /// The futures docs give Java code but no numbers. Known answer computed
-    /// independently with Python: `hmac.new(secret, (key + "1644489390087" + params).encode(), hashlib.sha256).hexdigest()`.
-    #[test]
-    fn signs_futures_like_an_independent_hmac() {
-        let credentials = credentials();
-        assert_eq!(
-            sign_futures(&credentials, 1_644_489_390_087, "symbol=BTC_USDT"),
-            "0f4e728063ca729d9ef7c4c171d94aabf2c4c84418ee7312572901426733cb2c"
-        );
-        let body = r#"{"symbol":"BTC_USDT","price":"68000","vol":"50","side":1,"type":5,"openType":2,"externalOid":"0b7f2d6c9a3e4f1b8c5d7e9f0a1b2c3d"}"#;
-        assert_eq!(
-            sign_futures(&credentials, 1_644_489_390_087, body),
-            "f61ee2ea1c144bd687ad8f587175b329af6a85d2ebdab5f8ef3d94a33cf5a3be"
-        );
-    }
 
     #[test]
     fn names_futures_contracts() {
@@ -675,6 +740,20 @@ mod tests {
         assert_eq!(name("BYBIT:1000PEPEUSDT.P").unwrap(), "1000PEPE_USDT");
         assert!(name("USDT").is_err());
         assert!(name("BTCEUR").unwrap_err().message.contains("BTCEUR"));
+    }
+
+    #[test]
+    fn reads_a_position_signed_by_its_type() {
+        let item = |kind: i64, vol: &str| {
+            let vol: Value = serde_json::from_str(vol).unwrap();
+            json!({"symbol": "BTC_USDT", "positionType": kind, "holdVol": vol, "holdAvgPrice": 67999.5})
+        };
+        let (symbol, contracts, price) = futures_position(&item(2, "1234")).unwrap().unwrap();
+        assert_eq!(symbol, "BTC_USDT");
+        assert_eq!(contracts, Decimal::from(-1234));
+        assert_eq!(price, "67999.5".parse().unwrap());
+        assert_eq!(futures_position(&item(1, "0")).unwrap(), None);
+        assert!(futures_position(&item(3, "5")).is_err());
     }
 
     #[test]

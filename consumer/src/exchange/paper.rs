@@ -15,7 +15,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ErrorClass, Exchange, ExchangeError, KeyCheck, OrderAck, OrderRequest};
+use super::{
+    ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, HooxCode, KeyCheck, OrderAck,
+    OrderRequest,
+};
 
 /// The simulated exchange.
 pub struct Paper {
@@ -100,6 +103,12 @@ impl Exchange for Paper {
         })
     }
 
+    /// Paper positions exist only in hoox's ledger, built from the paper fills: the
+    /// paper exchange keeps no account of its own to compare the ledger with.
+    async fn positions(&self, _testnet: bool) -> Result<Holdings, ExchangeError> {
+        Ok(Holdings::LedgerOnly)
+    }
+
     async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
         let latency = self.latency();
         if !latency.is_zero() {
@@ -128,14 +137,14 @@ impl Exchange for Paper {
         .map_err(database_error)?;
         match row {
             Some(row) => Ok(ack(order, row)),
-            None => Err(ExchangeError {
-                class: ErrorClass::Duplicate,
-                code: Some("duplicate_client_order_id".to_owned()),
-                message: format!(
+            None => Err(ExchangeError::with_code(
+                ErrorClass::Duplicate,
+                ErrorCode::Hoox(HooxCode::DuplicateClientOrderId),
+                format!(
                     "client order id {} already used",
                     order.client_order_id.as_str()
                 ),
-            }),
+            )),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hoox_common::signal::{ExchangeName, OrderType, Symbol};
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use super::{ErrorClass, ExchangeError};
+use super::{ErrorClass, ErrorCode, ExchangeError, HooxCode};
 
 /// How long fetched rules are trusted: exchanges change steps and ticks rarely, and
 /// announce it.
@@ -80,10 +80,12 @@ impl InstrumentRules {
         price: Option<Decimal>,
         reduce_only: bool,
     ) -> Result<Sized, ExchangeError> {
-        let fatal = |message: String| ExchangeError {
-            class: ErrorClass::Fatal,
-            code: Some("min_order".to_owned()),
-            message,
+        let fatal = |message: String| {
+            ExchangeError::with_code(
+                ErrorClass::Fatal,
+                ErrorCode::Hoox(HooxCode::MinOrder),
+                message,
+            )
         };
         let floored =
             floor_to(quantity, self.qty_step).ok_or_else(|| out_of_range("quantity", quantity))?;
@@ -134,14 +136,14 @@ impl InstrumentRules {
 
 /// A value the instrument's arithmetic cannot hold: refused for good.
 fn out_of_range(what: &str, value: Decimal) -> ExchangeError {
-    ExchangeError {
-        class: ErrorClass::Fatal,
-        code: Some("out_of_range".to_owned()),
-        message: format!(
+    ExchangeError::with_code(
+        ErrorClass::Fatal,
+        ErrorCode::Hoox(HooxCode::OutOfRange),
+        format!(
             "{what} {} is out of range: sizing it overflows",
             value.normalize()
         ),
-    }
+    )
 }
 
 /// `value` floored to a multiple of `step` (unchanged when `step` is zero); `None`
@@ -343,7 +345,11 @@ mod tests {
                 .size(ExchangeName::Bybit, &symbol(), quantity, price, false)
                 .unwrap_err();
             assert_eq!(err.class, ErrorClass::Fatal);
-            assert_eq!(err.code.as_deref(), Some("out_of_range"));
+            assert_eq!(err.code, Some(ErrorCode::Hoox(HooxCode::OutOfRange)));
+            assert_eq!(
+                err.code.map(|c| c.to_string()).as_deref(),
+                Some("out_of_range")
+            );
         }
         assert_eq!(floor_to(Decimal::MAX, d("0.001")), None);
         assert_eq!(round_to(Decimal::MAX, d("0.1")), None);

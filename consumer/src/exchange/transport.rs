@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hoox_common::signal::ExchangeName;
+use hoox_common::signal::{ExchangeName, Symbol};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
@@ -180,24 +180,27 @@ impl Venue {
         Ok(())
     }
 
-    /// Runs a signed call with the exchange's time; when the exchange refuses the
-    /// timestamp, measures its clock again and sends once more (the refused request did
-    /// nothing, so sending it again is safe).
-    pub async fn signed<T, F, Fut>(
-        &self,
+    /// Runs a signed call with this environment's keys and the exchange's time, after
+    /// checking the keys are set (an environment without them fails here, before
+    /// anything is sent). When the exchange refuses the timestamp, measures its clock
+    /// again and sends once more (the refused request did nothing, so sending it again
+    /// is safe).
+    pub async fn signed<'v, T, F, Fut>(
+        &'v self,
         http: &Http,
         refused_timestamp: impl Fn(&ExchangeError) -> bool,
         call: F,
     ) -> Result<T, ExchangeError>
     where
-        F: Fn(i64) -> Fut,
+        F: Fn(&'v Credentials, i64) -> Fut,
         Fut: Future<Output = Result<T, ExchangeError>>,
     {
-        match call(self.timestamp(http).await?).await {
+        let credentials = self.credentials()?;
+        match call(credentials, self.timestamp(http).await?).await {
             Err(err) if refused_timestamp(&err) => {
                 tracing::warn!(exchange = %self.exchange, error = %err, "timestamp refused; measuring the exchange clock again");
                 self.sync(http).await?;
-                call(self.timestamp(http).await?).await
+                call(credentials, self.timestamp(http).await?).await
             }
             other => other,
         }
@@ -400,6 +403,40 @@ pub fn decimal(value: &Value) -> Option<Decimal> {
             .or_else(|| Decimal::from_scientific(&n.to_string()).ok()),
         _ => None,
     }
+}
+
+/// An amount from a JSON string or number, an empty string meaning zero (as Bybit
+/// gives a coin's unused fields).
+pub fn amount(value: &Value) -> Option<Decimal> {
+    match value {
+        Value::String(s) if s.trim().is_empty() => Some(Decimal::ZERO),
+        other => decimal(other),
+    }
+}
+
+/// The error of an answer that does not hold the `what` it should: the call reached
+/// the exchange, but what it holds cannot be read, so nothing is assumed.
+pub fn unreadable(exchange: ExchangeName, what: &str, value: &Value) -> ExchangeError {
+    let shown = value.to_string();
+    let excerpt = match shown.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &shown[..end]),
+        None => shown,
+    };
+    ExchangeError::new(
+        ErrorClass::Retryable,
+        format!("{exchange} answered an unreadable {what}: {excerpt}"),
+    )
+}
+
+/// An instrument as an exchange names it (`BTCUSDT`, MEXC futures' `BTC_USDT`), named
+/// as signals name it.
+pub fn exchange_symbol(exchange: ExchangeName, raw: &str) -> Result<Symbol, ExchangeError> {
+    Symbol::parse(&raw.replace('_', "")).map_err(|why| {
+        ExchangeError::new(
+            ErrorClass::Retryable,
+            format!("{exchange} named an instrument `{raw}` hoox cannot read: {why}"),
+        )
+    })
 }
 
 /// An integer from a JSON string or number.

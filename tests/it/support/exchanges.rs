@@ -129,9 +129,65 @@ impl Default for Permissions {
     }
 }
 
+/// A futures position the mock's account holds, as the exchange counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The contract as the exchange names it (`BTCUSDT`; MEXC futures `BTC_USDT`).
+    pub symbol: String,
+    /// The signed size, negative short: base coin, or contracts on MEXC futures.
+    pub size: String,
+    /// The average entry price.
+    pub entry: String,
+}
+
+impl Held {
+    /// A position of `size` in `symbol` entered at `entry`.
+    pub fn new(symbol: &str, size: &str, entry: &str) -> Self {
+        Self {
+            symbol: symbol.to_owned(),
+            size: size.to_owned(),
+            entry: entry.to_owned(),
+        }
+    }
+
+    fn signed(&self) -> Decimal {
+        self.size.parse().expect("a decimal size")
+    }
+}
+
+/// A spot balance the mock's account holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coin {
+    /// The asset (`BTC`).
+    pub asset: String,
+    /// Free to trade.
+    pub free: String,
+    /// Held by open orders.
+    pub locked: String,
+}
+
+impl Coin {
+    /// `free` and `locked` of `asset`.
+    pub fn new(asset: &str, free: &str, locked: &str) -> Self {
+        Self {
+            asset: asset.to_owned(),
+            free: free.to_owned(),
+            locked: locked.to_owned(),
+        }
+    }
+
+    fn total(&self) -> Decimal {
+        self.free.parse::<Decimal>().expect("decimal")
+            + self.locked.parse::<Decimal>().expect("decimal")
+    }
+}
+
 #[derive(Default)]
 struct Book {
     permissions: Permissions,
+    held: Vec<Held>,
+    coins: Vec<Coin>,
+    position_cursors: Vec<Option<String>>,
     orders: Vec<Order>,
     leverage: Vec<(String, u32)>,
     faults: VecDeque<Fault>,
@@ -218,6 +274,21 @@ impl MockExchange {
     /// Makes the key report `permissions` from now on.
     pub fn grant(&self, permissions: Permissions) {
         self.book().permissions = permissions;
+    }
+
+    /// Makes the account hold `positions` (futures) from now on.
+    pub fn hold(&self, positions: Vec<Held>) {
+        self.book().held = positions;
+    }
+
+    /// Makes the account hold `coins` (spot) from now on.
+    pub fn fund(&self, coins: Vec<Coin>) {
+        self.book().coins = coins;
+    }
+
+    /// The page cursor of every position-list request, in order (`None`: the first page).
+    pub fn position_cursors(&self) -> Vec<Option<String>> {
+        self.book().position_cursors.clone()
     }
 
     /// The orders taken.
@@ -348,11 +419,16 @@ fn instrument(symbol: &str) -> Option<Instrument> {
             min: d("0.01"),
             tick: d("0.01"),
         }),
-        // MEXC futures: contracts of 0.0001 BTC.
+        // MEXC futures: contracts of 0.0001 BTC, 0.01 ETH.
         "BTC_USDT" => Some(Instrument {
             step: d("1"),
             min: d("1"),
             tick: d("0.1"),
+        }),
+        "ETH_USDT" => Some(Instrument {
+            step: d("1"),
+            min: d("1"),
+            tick: d("0.01"),
         }),
         _ => None,
     }
@@ -620,6 +696,8 @@ mod bybit {
                 }
                 match (method, path) {
                     (Method::GET, "/v5/user/query-api") => api_key_info(inner),
+                    (Method::GET, "/v5/position/list") => position_list(inner, &query),
+                    (Method::GET, "/v5/account/wallet-balance") => wallet_balance(inner, &query),
                     (Method::POST, "/v5/order/create") => create(inner, &request).await,
                     (Method::POST, "/v5/position/set-leverage") => leverage(inner, &request),
                     (Method::GET, "/v5/order/realtime" | "/v5/order/history") => {
@@ -640,6 +718,161 @@ mod bybit {
                 }
             }
         }
+    }
+
+    /// `GET /v5/position/list` (<https://bybit-exchange.github.io/docs/v5/position>):
+    /// `category=linear` with `symbol` or `settleCoin`, at most `limit` (1-200, default
+    /// 20) positions a page, `nextPageCursor` empty on the last.
+    fn position_list(inner: &Inner, query: &[(String, String)]) -> Response {
+        if param(query, "category") != Some("linear") {
+            return error(
+                inner,
+                10001,
+                "params error: category only support linear here",
+            );
+        }
+        if param(query, "symbol").is_none() && param(query, "settleCoin").is_none() {
+            return error(
+                inner,
+                10001,
+                "params error: symbol or settleCoin is required",
+            );
+        }
+        let Some(limit) = param(query, "limit")
+            .map_or(Some(20), |l| l.parse::<usize>().ok())
+            .filter(|l| (1..=200).contains(l))
+        else {
+            return error(inner, 10001, "params error: limit");
+        };
+        let cursor = param(query, "cursor").map(str::to_owned);
+        // Bybit's cursors are opaque and carry characters a query string must encode.
+        let start = match &cursor {
+            None => 0,
+            Some(cursor) => match cursor
+                .strip_prefix("page%2C")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(start) => start,
+                None => return error(inner, 10001, "params error: cursor invalid"),
+            },
+        };
+        let mut book = inner.book();
+        book.position_cursors.push(cursor);
+        let settle = param(query, "settleCoin");
+        let held: Vec<&Held> = book
+            .held
+            .iter()
+            .filter(|h| settle.is_none_or(|coin| h.symbol.ends_with(coin)))
+            .filter(|h| param(query, "symbol").is_none_or(|s| s == h.symbol))
+            .collect();
+        let page: Vec<Value> = held
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|h| {
+                let size = h.signed();
+                json!({
+                    "positionIdx": 0,
+                    "riskId": 1,
+                    "riskLimitValue": "2000000",
+                    "symbol": h.symbol,
+                    "side": if size.is_sign_negative() { "Sell" } else { "Buy" },
+                    "size": size.abs().to_string(),
+                    "avgPrice": h.entry,
+                    "positionValue": (size.abs() * h.entry.parse::<Decimal>().expect("decimal")).to_string(),
+                    "tradeMode": 0,
+                    "autoAddMargin": 0,
+                    "positionStatus": "Normal",
+                    "leverage": "5",
+                    "markPrice": MARK,
+                    "liqPrice": "",
+                    "bustPrice": "",
+                    "positionIM": "0",
+                    "positionMM": "0",
+                    "tpslMode": "Full",
+                    "takeProfit": "0",
+                    "stopLoss": "0",
+                    "trailingStop": "0",
+                    "unrealisedPnl": "0",
+                    "curRealisedPnl": "0",
+                    "cumRealisedPnl": "0",
+                    "adlRankIndicator": 2,
+                    "isReduceOnly": false,
+                    "createdTime": "1676538056258",
+                    "updatedTime": "1697673600012",
+                    "seq": 4_688_002_127_i64,
+                })
+            })
+            .collect();
+        let next = if start + limit < held.len() {
+            format!("page%2C{}", start + limit)
+        } else {
+            String::new()
+        };
+        drop(book);
+        envelope(
+            inner,
+            0,
+            "OK",
+            json!({"category": "linear", "list": page, "nextPageCursor": next}),
+        )
+    }
+
+    /// `GET /v5/account/wallet-balance`
+    /// (<https://bybit-exchange.github.io/docs/v5/account/wallet-balance>): a unified
+    /// account's coins, `walletBalance` including what orders hold (`locked`); coins
+    /// of zero balance are not listed.
+    fn wallet_balance(inner: &Inner, query: &[(String, String)]) -> Response {
+        if param(query, "accountType") != Some("UNIFIED") {
+            return error(inner, 10001, "accountType only support UNIFIED.");
+        }
+        let coins: Vec<Value> = inner
+            .book()
+            .coins
+            .iter()
+            .filter(|c| !c.total().is_zero())
+            .map(|c| {
+                json!({
+                    "coin": c.asset,
+                    "equity": c.total().to_string(),
+                    "usdValue": "0",
+                    "walletBalance": c.total().to_string(),
+                    "free": "",
+                    "locked": c.locked,
+                    "spotHedgingQty": "0",
+                    "borrowAmount": "0",
+                    "accruedInterest": "0",
+                    "totalOrderIM": "0",
+                    "totalPositionIM": "0",
+                    "totalPositionMM": "0",
+                    "unrealisedPnl": "0",
+                    "cumRealisedPnl": "0",
+                    "bonus": "0",
+                    "marginCollateral": true,
+                    "collateralSwitch": true,
+                    "availableToWithdraw": "",
+                })
+            })
+            .collect();
+        envelope(
+            inner,
+            0,
+            "OK",
+            json!({"list": [{
+                "accountType": "UNIFIED",
+                "accountIMRate": "0",
+                "accountMMRate": "0",
+                "totalEquity": "0",
+                "totalWalletBalance": "0",
+                "totalMarginBalance": "0",
+                "totalAvailableBalance": "0",
+                "totalPerpUPL": "0",
+                "totalInitialMargin": "0",
+                "totalMaintenanceMargin": "0",
+                "accountLTV": "0",
+                "coin": coins,
+            }]}),
+        )
     }
 
     /// `GET /v5/user/query-api`, in the documented shape
@@ -809,6 +1042,8 @@ mod binance_style {
         bad_timestamp: i64,
         order_path: &'static str,
         account_path: &'static str,
+        /// The futures positions call.
+        positions_path: Option<&'static str>,
         /// Binance's wallet API, served by the same mock as its futures API.
         restrictions_path: Option<&'static str>,
         time_path: &'static str,
@@ -833,6 +1068,7 @@ mod binance_style {
         bad_timestamp: -1021,
         order_path: "/fapi/v1/order",
         account_path: "/fapi/v2/account",
+        positions_path: Some("/fapi/v3/positionRisk"),
         restrictions_path: Some("/sapi/v1/account/apiRestrictions"),
         time_path: "/fapi/v1/time",
         info_path: "/fapi/v1/exchangeInfo",
@@ -867,6 +1103,7 @@ mod binance_style {
         bad_timestamp: 700_003,
         order_path: "/api/v3/order",
         account_path: "/api/v3/account",
+        positions_path: None,
         restrictions_path: None,
         time_path: "/api/v3/time",
         info_path: "/api/v3/exchangeInfo",
@@ -887,6 +1124,75 @@ mod binance_style {
         rejected: (10101, "Insufficient balance"),
         duplicate: (30_099, "order rejected"),
     };
+
+    /// The spot account call: MEXC spot's own, and Binance's spot host's.
+    const SPOT_ACCOUNT: &str = "/api/v3/account";
+    /// The spot host's time.
+    const SPOT_TIME: &str = "/api/v3/time";
+
+    /// `GET /api/v3/account`: the key's flags and the balances, each `free` and
+    /// `locked` (Binance spot rest-api.md "Account information"; MEXC spot v3
+    /// "Account Information"). Binance's `omitZeroBalances=true` leaves out zeros.
+    fn spot_account(inner: &Inner, params: &[(String, String)]) -> Response {
+        let book = inner.book();
+        let Permissions { trade, withdraw } = book.permissions;
+        let omit_zeros = param(params, "omitZeroBalances") == Some("true");
+        let balances: Vec<Value> = book
+            .coins
+            .iter()
+            .filter(|c| !omit_zeros || !c.total().is_zero())
+            .map(|c| json!({"asset": c.asset, "free": c.free, "locked": c.locked}))
+            .collect();
+        Json(json!({
+            "makerCommission": 15,
+            "takerCommission": 15,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "canTrade": trade,
+            "canWithdraw": withdraw,
+            "canDeposit": true,
+            "updateTime": 123_456_789,
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+        }))
+        .into_response()
+    }
+
+    /// `GET /fapi/v3/positionRisk`: symbols with a position (one-way mode,
+    /// `positionSide` BOTH, `positionAmt` signed), in the documented shape.
+    fn position_risk(inner: &Inner) -> Response {
+        let list: Vec<Value> = inner
+            .book()
+            .held
+            .iter()
+            .map(|h| {
+                json!({
+                    "symbol": h.symbol,
+                    "positionSide": "BOTH",
+                    "positionAmt": h.size,
+                    "entryPrice": h.entry,
+                    "breakEvenPrice": h.entry,
+                    "markPrice": MARK,
+                    "unRealizedProfit": "0.00000000",
+                    "liquidationPrice": "0",
+                    "isolatedMargin": "0",
+                    "notional": "0",
+                    "marginAsset": "USDT",
+                    "isolatedWallet": "0",
+                    "initialMargin": "0",
+                    "maintMargin": "0",
+                    "positionInitialMargin": "0",
+                    "openOrderInitialMargin": "0",
+                    "adl": 2,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": 1_720_736_417_660_i64,
+                })
+            })
+            .collect();
+        Json(list).into_response()
+    }
 
     fn dialect(kind: Kind) -> &'static Dialect {
         match kind {
@@ -1010,7 +1316,8 @@ mod binance_style {
     pub(super) async fn handle(inner: &Inner, request: Request) -> Response {
         let dialect = dialect(inner.kind);
         let path = request.path.as_str();
-        if request.method == Method::GET && path == dialect.time_path {
+        // The Binance mock serves its spot host's time and account calls too.
+        if request.method == Method::GET && (path == dialect.time_path || path == SPOT_TIME) {
             return Json(json!({"serverTime": inner.now()})).into_response();
         }
         if request.method == Method::GET && path == dialect.info_path {
@@ -1020,18 +1327,24 @@ mod binance_style {
             Ok(params) => params,
             Err(refused) => return refused,
         };
+        if request.method == Method::GET && path == SPOT_ACCOUNT {
+            return spot_account(inner, &params);
+        }
         if request.method == Method::GET && path == dialect.account_path {
             let Permissions { trade, withdraw } = inner.book().permissions;
-            // Binance USD-M and MEXC spot both answer with these flags, among others.
+            // Binance USD-M answers with these flags, among others.
             return Json(json!({
                 "canTrade": trade,
                 "canDeposit": true,
                 "canWithdraw": withdraw,
                 "updateTime": 0,
                 "assets": [],
-                "balances": [],
+                "positions": [],
             }))
             .into_response();
+        }
+        if request.method == Method::GET && Some(path) == dialect.positions_path {
+            return position_risk(inner);
         }
         if request.method == Method::GET && Some(path) == dialect.restrictions_path {
             let Permissions { trade, withdraw } = inner.book().permissions;
@@ -1264,8 +1577,54 @@ mod mexc_futures {
 
     use super::*;
 
-    /// The contract size of BTC_USDT.
-    const CONTRACT_SIZE: &str = "0.0001";
+    /// The size of one contract, in base coin (MEXC's BTC_USDT and ETH_USDT).
+    fn contract_size(symbol: &str) -> &'static str {
+        match symbol {
+            "ETH_USDT" => "0.01",
+            _ => "0.0001",
+        }
+    }
+
+    fn number(text: &str) -> Value {
+        Value::Number(text.parse().expect("a JSON number"))
+    }
+
+    /// `GET /api/v1/private/position/open_positions`: `holdVol` in contracts,
+    /// `positionType` 1 long and 2 short, prices as numbers, in the documented shape.
+    fn open_positions(inner: &Inner) -> Response {
+        let list: Vec<Value> = inner
+            .book()
+            .held
+            .iter()
+            .enumerate()
+            .map(|(n, h)| {
+                let size = h.signed();
+                json!({
+                    "positionId": 1_394_650 + n,
+                    "symbol": h.symbol,
+                    "positionType": if size.is_sign_negative() { 2 } else { 1 },
+                    "openType": 2,
+                    "state": 1,
+                    "holdVol": number(&size.abs().to_string()),
+                    "frozenVol": 0,
+                    "closeVol": 0,
+                    "holdAvgPrice": number(&h.entry),
+                    "openAvgPrice": number(&h.entry),
+                    "closeAvgPrice": 0,
+                    "liquidatePrice": 0,
+                    "oim": 0,
+                    "im": 0,
+                    "holdFee": 0,
+                    "realised": 0,
+                    "leverage": 5,
+                    "createTime": 1_609_991_676_000_i64,
+                    "updateTime": 1_609_991_676_000_i64,
+                    "autoAddIm": false,
+                })
+            })
+            .collect();
+        ok(json!(list))
+    }
 
     fn ok(data: Value) -> Response {
         Json(json!({"success": true, "code": 0, "data": data})).into_response()
@@ -1349,7 +1708,7 @@ mod mexc_futures {
             };
             return ok(json!({
                 "symbol": symbol,
-                "contractSize": CONTRACT_SIZE.parse::<f64>().expect("literal"),
+                "contractSize": number(contract_size(symbol)),
                 "volUnit": 1,
                 "minVol": rules.min.to_string().parse::<i64>().expect("whole"),
                 "maxVol": 1_000_000,
@@ -1381,6 +1740,9 @@ mod mexc_futures {
                 leverage as u32,
             ));
             return Json(json!({"success": true, "code": 0})).into_response();
+        }
+        if request.method == Method::GET && path == "/api/v1/private/position/open_positions" {
+            return open_positions(inner);
         }
         if request.method == Method::GET {
             if let Some(rest) = path.strip_prefix("/api/v1/private/order/external/") {
