@@ -423,7 +423,7 @@ impl Worker {
                     },
                 ));
                 Processed {
-                    fill: Some(fill_row(message, &order, exchange.as_str(), ack)),
+                    fill: Some(fill_row(message, &order, provider.as_ref(), ack)),
                     logs,
                     disposition: Disposition::Ack,
                     outcome: Some((message.request_id, ExecutionState::Filled)),
@@ -675,12 +675,19 @@ pub fn copy(message: &QueueMessage, state: Option<ExecutionState>) -> Processed 
     }
 }
 
-fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: OrderAck) -> Fill {
+fn fill_row(
+    message: &QueueMessage,
+    order: &OrderRequest,
+    provider: &dyn Exchange,
+    ack: OrderAck,
+) -> Fill {
     let signal = &message.signal;
+    let exchange = provider.name();
     Fill {
         request_id: message.request_id,
-        exchange: exchange.to_owned(),
-        paper: exchange == "paper",
+        exchange: exchange.as_str().to_owned(),
+        market: provider.market().to_owned(),
+        paper: exchange == ExchangeName::Paper,
         testnet: order.testnet,
         symbol: order.symbol.to_string(),
         action: signal.action.to_string(),
@@ -697,6 +704,7 @@ fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: O
         status: ack.status,
         fill_price: ack.fill_price,
         fill_quantity: ack.fill_quantity,
+        fee: ack.fee,
         raw_response: ack.raw,
         received_at: message.received_at,
         executed_at: ack.placed_at,

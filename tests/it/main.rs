@@ -28,6 +28,7 @@ mod metrics;
 mod ordering;
 mod outages;
 mod pipeline;
+mod positions;
 mod retry;
 mod secrets;
 mod sources;

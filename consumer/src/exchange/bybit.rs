@@ -279,7 +279,7 @@ impl Bybit {
                 .private(venue, path, Payload::Query(params), Write::No)
                 .await?;
             if let Some(item) = result.pointer("/list/0") {
-                return Ok(Some(ack_from_order(item)));
+                return Ok(Some(ack_from_order(item, self.category)));
             }
         }
         Ok(None)
@@ -297,8 +297,10 @@ fn unknown_symbol(category: Category, order: &OrderRequest) -> ExchangeError {
     )
 }
 
-/// An order as `/v5/order/realtime` or `/v5/order/history` lists it.
-fn ack_from_order(item: &Value) -> OrderAck {
+/// An order as `/v5/order/realtime` or `/v5/order/history` lists it. `cumExecFee` is
+/// in the settle coin (the quote) for linear contracts only: spot charges buys in the
+/// base coin, so a spot order records no fee.
+fn ack_from_order(item: &Value, category: Category) -> OrderAck {
     let positive = |value: &Value| decimal(value).filter(|d| !d.is_zero());
     OrderAck {
         exchange_order_id: text(&item["orderId"]).unwrap_or_default(),
@@ -307,6 +309,10 @@ fn ack_from_order(item: &Value) -> OrderAck {
             .map_or_else(|| "unknown".to_owned(), status_name),
         fill_price: positive(&item["avgPrice"]),
         fill_quantity: decimal(&item["cumExecQty"]),
+        fee: match category {
+            Category::Linear => decimal(&item["cumExecFee"]),
+            Category::Spot => None,
+        },
         placed_at: integer(&item["createdTime"])
             .and_then(DateTime::from_timestamp_millis)
             .unwrap_or_else(Utc::now),
@@ -406,6 +412,10 @@ impl Exchange for Bybit {
         ExchangeName::Bybit
     }
 
+    fn market(&self) -> &'static str {
+        self.category.as_str()
+    }
+
     fn has_credentials(&self, testnet: bool) -> bool {
         self.venues.get(testnet).is_usable()
     }
@@ -456,6 +466,7 @@ impl Exchange for Bybit {
             status: "accepted".to_owned(),
             fill_price: None,
             fill_quantity: None,
+            fee: None,
             placed_at: Utc::now(),
             raw: result,
         })
