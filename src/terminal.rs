@@ -84,7 +84,10 @@ fn is_unsafe_in_json(c: char) -> bool {
 /// `right` (numbers) are right-aligned. Every cell is shown through [`escape`].
 pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     let cells: Vec<Vec<Cow<'_, str>>> = std::iter::once(header.iter().map(|h| escape(h)).collect())
-        .chain(rows.iter().map(|row| row.iter().map(|c| escape(c)).collect()))
+        .chain(
+            rows.iter()
+                .map(|row| row.iter().map(|c| escape(c)).collect()),
+        )
         .collect();
     let mut widths = vec![0; header.len()];
     for row in &cells {

@@ -236,8 +236,8 @@ impl Worker {
             .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()))
     }
 
-    /// Commits a batch's fills, audit rows and outcomes in one transaction, retrying
-    /// while the database is down.
+    /// Commits a batch's fills (and the positions they move), audit rows and outcomes in
+    /// one transaction, retrying while the database is down.
     ///
     /// The run loop publishes retries and dead letters before this commit: an outcome
     /// recorded as `retrying` or `dead` is then always in the broker, and a crash in

@@ -91,7 +91,11 @@ pub async fn load(
     }
     let after = from.map(start_of);
     let before = to
-        .map(|to| to.succ_opt().map(start_of).context("--to is the last day chrono knows"))
+        .map(|to| {
+            to.succ_opt()
+                .map(start_of)
+                .context("--to is the last day chrono knows")
+        })
         .transpose()?;
     let mut rows: Vec<ReportRow> = sqlx::query_as(
         r#"

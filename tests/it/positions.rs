@@ -16,13 +16,7 @@ fn d(text: &str) -> Decimal {
 }
 
 /// A filled market order's row, as the worker builds it.
-fn fill(
-    symbol: &str,
-    side: &str,
-    quantity: &str,
-    price: Option<&str>,
-    executed_at: &str,
-) -> Fill {
+fn fill(symbol: &str, side: &str, quantity: &str, price: Option<&str>, executed_at: &str) -> Fill {
     let request_id = Uuid::new_v4();
     let executed_at: DateTime<Utc> = executed_at.parse().unwrap();
     Fill {
@@ -79,9 +73,7 @@ async fn commit(pool: &PgPool, fills: &[Fill]) {
 }
 
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
-async fn a_paper_long_then_close_long_leaves_the_position_flat_with_its_realized_pnl(
-    pool: PgPool,
-) {
+async fn a_paper_long_then_close_long_leaves_the_position_flat_with_its_realized_pnl(pool: PgPool) {
     let app = TestApp::start(pool.clone()).await;
     app.ready().await;
     let post = |action: &str| {
@@ -134,7 +126,13 @@ async fn a_paper_long_then_close_long_leaves_the_position_flat_with_its_realized
 #[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
 async fn a_duplicate_fill_does_not_move_the_ledger(pool: PgPool) {
     let open = with_fee(
-        fill("BTCUSDT", "buy", "0.01", Some("60000"), "2026-12-18T09:00:00Z"),
+        fill(
+            "BTCUSDT",
+            "buy",
+            "0.01",
+            Some("60000"),
+            "2026-12-18T09:00:00Z",
+        ),
         "0.33",
     );
     commit(&pool, std::slice::from_ref(&open)).await;
@@ -147,7 +145,13 @@ async fn a_duplicate_fill_does_not_move_the_ledger(pool: PgPool) {
     // The same request id again, alone and beside a new fill: only the new one counts.
     commit(&pool, std::slice::from_ref(&open)).await;
     assert_eq!(position(&pool, "bybit", "BTCUSDT").await, after_first);
-    let add = fill("BTCUSDT", "buy", "0.03", Some("64000"), "2026-12-18T09:01:00Z");
+    let add = fill(
+        "BTCUSDT",
+        "buy",
+        "0.03",
+        Some("64000"),
+        "2026-12-18T09:01:00Z",
+    );
     commit(&pool, &[open.clone(), add]).await;
     assert_eq!(
         position(&pool, "bybit", "BTCUSDT").await,
@@ -201,11 +205,23 @@ async fn two_days_of_fills(pool: &PgPool) {
         pool,
         &[
             with_fee(
-                fill("BTCUSDT", "buy", "0.01", Some("60000"), "2026-12-17T23:59:59Z"),
+                fill(
+                    "BTCUSDT",
+                    "buy",
+                    "0.01",
+                    Some("60000"),
+                    "2026-12-17T23:59:59Z",
+                ),
                 "0.3",
             ),
             with_fee(
-                fill("BTCUSDT", "sell", "0.03", Some("61000"), "2026-12-18T08:00:00Z"),
+                fill(
+                    "BTCUSDT",
+                    "sell",
+                    "0.03",
+                    Some("61000"),
+                    "2026-12-18T08:00:00Z",
+                ),
                 "0.9",
             ),
             fill("ETHUSDT", "sell", "2", Some("3000"), "2026-12-18T09:00:00Z"),
@@ -279,7 +295,9 @@ async fn hoox_positions_json_shows_the_ledger_field_by_field(pool: PgPool) {
             json!(2)
         ]
     );
-    assert!(rows[0]["updatedAt"].as_str().is_some_and(|t| t.parse::<DateTime<Utc>>().is_ok()));
+    assert!(rows[0]["updatedAt"]
+        .as_str()
+        .is_some_and(|t| t.parse::<DateTime<Utc>>().is_ok()));
 
     let table = hoox_on(&database_url(&pool))
         .arg("positions")
@@ -328,10 +346,17 @@ async fn hoox_report_csv_loads_as_is_and_bad_dates_are_named(pool: PgPool) {
     );
     assert!(csv.ends_with("\r\n"), "every record ends with CRLF");
 
-    let output = report(&["--from", "2026-12-18", "--to", "2026-12-18", "--format", "csv"])
-        .output()
-        .await
-        .unwrap();
+    let output = report(&[
+        "--from",
+        "2026-12-18",
+        "--to",
+        "2026-12-18",
+        "--format",
+        "csv",
+    ])
+    .output()
+    .await
+    .unwrap();
     let csv = String::from_utf8(output.stdout).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(!csv.contains("2026-12-17"), "{csv}");
