@@ -45,6 +45,12 @@ pub enum Command {
     /// Read the `system_logs` audit stream, newest last; `tail --follow` keeps printing
     /// new rows until Ctrl-C.
     Logs(commands::logs::LogsArgs),
+    /// The positions ledger: net quantity, average entry, realized PnL and fees per
+    /// exchange, market, environment and symbol, kept from every fill.
+    Positions(commands::positions::PositionsArgs),
+    /// Fills, traded volume and realized PnL per UTC day, exchange and symbol, as a
+    /// table, CSV for spreadsheets, or JSON.
+    Report(commands::report::ReportArgs),
     /// Check broker, database, queues, dead letters, kill switch and exchange keys.
     ///
     /// Exits 0 when healthy, 1 when not, with one line per problem. Read-only: creates

@@ -80,6 +80,40 @@ fn is_unsafe_in_json(c: char) -> bool {
     is_unsafe(c) && c != '\n'
 }
 
+/// Cells aligned in columns under `header`, two spaces apart; the columns flagged in
+/// `right` (numbers) are right-aligned. Every cell is shown through [`escape`].
+pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let cells: Vec<Vec<Cow<'_, str>>> = std::iter::once(header.iter().map(|h| escape(h)).collect())
+        .chain(
+            rows.iter()
+                .map(|row| row.iter().map(|c| escape(c)).collect()),
+        )
+        .collect();
+    let mut widths = vec![0; header.len()];
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

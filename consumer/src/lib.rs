@@ -11,6 +11,7 @@ pub mod exchange;
 mod health;
 pub mod lanes;
 pub mod leases;
+pub mod ledger;
 mod run;
 pub mod store;
 pub mod worker;

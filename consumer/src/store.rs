@@ -1,5 +1,6 @@
 //! The consumer's writes: the claim on each request id before its order is sent, and
-//! one statement per batch for its fills, audit rows and execution outcomes.
+//! one transaction per batch for its fills, the positions they move, audit rows and
+//! execution outcomes.
 //!
 //! A claim is two things. A PostgreSQL advisory lock, held on the consumer's lease
 //! connection from the claim until the outcome is committed, keeps two consumers from
@@ -8,15 +9,18 @@
 //! row in `executions`, written before the order is sent, tells every later delivery
 //! of that request id whether its attempt already ran, so a copy is never executed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use hoox_common::logs::{bind_entries, LogEntry, INSERT_ENTRIES};
+use hoox_common::signal::Side;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::ledger::{Position, Trade};
 
 /// One `fills` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,8 @@ pub struct Fill {
     pub request_id: Uuid,
     /// Exchange name.
     pub exchange: String,
+    /// The market the exchange trades (`linear`, `usdm`, `spot`, `futures`, `paper`).
+    pub market: String,
     /// Whether the exchange was `paper`.
     pub paper: bool,
     /// Whether the testnet was used.
@@ -55,6 +61,8 @@ pub struct Fill {
     pub fill_price: Option<Decimal>,
     /// Filled quantity.
     pub fill_quantity: Option<Decimal>,
+    /// The fee in the quote currency, when the exchange reported one.
+    pub fee: Option<Decimal>,
     /// The exchange's raw answer.
     pub raw_response: Value,
     /// When ingest accepted the signal.
@@ -310,54 +318,177 @@ pub async fn holds(pool: &PgPool, queue: &str) -> Result<Vec<Hold>, sqlx::Error>
         .collect())
 }
 
-/// Writes a batch's fills, audit rows and execution outcomes: one statement, so one
-/// round trip and one commit for the whole batch. A fill whose request id is already
-/// recorded is kept as it was: the unique key, not hope, makes this idempotent. The
-/// outcomes' rows are found through `request_id = ANY`, an index probe per id whatever
-/// the batch's size.
-static COMMIT_BATCH: LazyLock<String> = LazyLock::new(|| {
+/// The outcomes and audit rows of a batch, after `$1`…`$7` (the log columns) and the
+/// statement's own parameters from `$n`: appended to each batch statement.
+fn settle_and_log(first: usize) -> String {
+    let (ids, states) = (first, first + 1);
     format!(
         r#"
-        WITH filled AS (
-            INSERT INTO fills (
-                request_id, exchange, paper, testnet, symbol, action, side, reduce_only,
-                quantity, leverage, order_type, requested_price, client_order_id,
-                exchange_order_id, status, fill_price, fill_quantity, raw_response,
-                received_at, executed_at
-            )
-            SELECT * FROM UNNEST(
-                $8::uuid[], $9::text[], $10::bool[], $11::bool[], $12::text[], $13::text[],
-                $14::text[], $15::bool[], $16::numeric[], $17::int4[], $18::text[],
-                $19::numeric[], $20::text[], $21::text[], $22::text[], $23::numeric[],
-                $24::numeric[], $25::jsonb[], $26::timestamptz[], $27::timestamptz[]
-            )
-            ON CONFLICT (request_id) DO NOTHING
-        ),
         settled AS (
             UPDATE executions e SET state = t.state, updated_at = now()
-            FROM UNNEST($28::uuid[], $29::text[]) AS t(id, state)
-            WHERE e.request_id = ANY($28::uuid[]) AND e.request_id = t.id
+            FROM UNNEST(${ids}::uuid[], ${states}::text[]) AS t(id, state)
+            WHERE e.request_id = ANY(${ids}::uuid[]) AND e.request_id = t.id
         )
         {INSERT_ENTRIES}
         "#
     )
+}
+
+/// A batch without fills: its outcomes and audit rows in one statement.
+static SETTLE: LazyLock<String> = LazyLock::new(|| format!("WITH {}", settle_and_log(8)));
+
+/// Inserts a batch's fills (a request id already recorded keeps its row: the unique
+/// key, not hope, makes this idempotent), makes sure the position of every fill
+/// inserted has a row, in key order, and returns the request ids inserted.
+const INSERT_FILLS: &str = r#"
+    WITH filled AS (
+        INSERT INTO fills (
+            request_id, exchange, market, paper, testnet, symbol, action, side, reduce_only,
+            quantity, leverage, order_type, requested_price, client_order_id,
+            exchange_order_id, status, fill_price, fill_quantity, fee, raw_response,
+            received_at, executed_at
+        )
+        SELECT * FROM UNNEST(
+            $1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::text[], $7::text[],
+            $8::text[], $9::bool[], $10::numeric[], $11::int4[], $12::text[], $13::numeric[],
+            $14::text[], $15::text[], $16::text[], $17::numeric[], $18::numeric[],
+            $19::numeric[], $20::jsonb[], $21::timestamptz[], $22::timestamptz[]
+        )
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING request_id, exchange, market, testnet, symbol
+    ),
+    opened AS (
+        INSERT INTO positions (exchange, market, testnet, symbol)
+        SELECT DISTINCT exchange, market, testnet, symbol FROM filled
+        ORDER BY exchange, market, testnet, symbol
+        ON CONFLICT DO NOTHING
+    )
+    SELECT request_id FROM filled
+"#;
+
+/// Locks the positions named by the key columns `$1`…`$4`, in key order (so two
+/// consumers never wait on each other crosswise), and reads them.
+const LOCK_POSITIONS: &str = r#"
+    SELECT p.exchange, p.market, p.testnet, p.symbol, p.quantity, p.avg_entry_price,
+           p.realized_pnl, p.fees, p.complete
+    FROM positions p
+    JOIN UNNEST($1::text[], $2::text[], $3::bool[], $4::text[]) AS k(exchange, market, testnet, symbol)
+        USING (exchange, market, testnet, symbol)
+    ORDER BY p.exchange, p.market, p.testnet, p.symbol
+    FOR UPDATE OF p
+"#;
+
+/// Records what each inserted fill realized, the positions they moved, the outcomes and
+/// the audit rows: one statement.
+static COMMIT_LEDGER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+        WITH priced AS (
+            UPDATE fills f SET realized_pnl = t.pnl
+            FROM UNNEST($8::uuid[], $9::numeric[]) AS t(id, pnl)
+            WHERE f.request_id = ANY($8::uuid[]) AND f.request_id = t.id
+        ),
+        moved AS (
+            INSERT INTO positions (
+                exchange, market, testnet, symbol, quantity, avg_entry_price, realized_pnl,
+                fees, complete, fills, updated_at
+            )
+            SELECT *, now() FROM UNNEST(
+                $10::text[], $11::text[], $12::bool[], $13::text[], $14::numeric[],
+                $15::numeric[], $16::numeric[], $17::numeric[], $18::bool[], $19::int8[]
+            )
+            ON CONFLICT (exchange, market, testnet, symbol) DO UPDATE SET
+                quantity = EXCLUDED.quantity, avg_entry_price = EXCLUDED.avg_entry_price,
+                realized_pnl = EXCLUDED.realized_pnl, fees = EXCLUDED.fees,
+                complete = EXCLUDED.complete, fills = positions.fills + EXCLUDED.fills,
+                updated_at = EXCLUDED.updated_at
+        ),
+        {}
+        "#,
+        settle_and_log(20)
+    )
 });
 
-/// Writes a batch's fills, audit rows and execution outcomes in one statement.
+/// Which position a fill belongs to.
+type PositionKey = (String, String, bool, String);
+
+/// A position row as [`LOCK_POSITIONS`] reads it.
+type LockedRow = (
+    String,
+    String,
+    bool,
+    String,
+    Decimal,
+    Option<Decimal>,
+    Decimal,
+    Decimal,
+    bool,
+);
+
+/// A position read under its lock, and how many fills moved it in this batch.
+struct Held {
+    position: Position,
+    fills: i64,
+}
+
+/// What the ledger applies of `fill`, or `None` when how much it executed is unknown
+/// (a limit order whose answer gave no filled quantity). A market order whose answer
+/// gave none executed what it asked: market orders fill at once.
+fn trade_of(fill: &Fill) -> Option<Trade> {
+    let quantity = match (fill.fill_quantity, fill.order_type.as_str()) {
+        (Some(quantity), _) => quantity,
+        (None, "market") => fill.quantity,
+        (None, _) => return None,
+    };
+    Some(Trade {
+        side: if fill.side == "sell" {
+            Side::Sell
+        } else {
+            Side::Buy
+        },
+        quantity,
+        price: fill.fill_price,
+        fee: fill.fee,
+    })
+}
+
+/// Writes a batch's fills, audit rows and execution outcomes, and moves the positions
+/// of the fills it inserted, in one transaction.
+///
+/// A batch without fills is one statement. With fills: BEGIN; insert the fills (a
+/// request id already recorded changes nothing) and the rows of new positions; lock the
+/// positions of the fills inserted, in key order; apply the fills in batch order; write
+/// the positions, each fill's realized PnL, the outcomes and the audit rows in one
+/// statement; COMMIT. A deadlock or a lost connection rolls it all back, and the
+/// caller's retry starts over.
 pub async fn commit_batch(
     pool: &PgPool,
     fills: &[Fill],
     logs: &[LogEntry],
     outcomes: &[(Uuid, ExecutionState)],
 ) -> Result<(), sqlx::Error> {
-    fn column<'a, T>(fills: &'a [Fill], field: impl Fn(&'a Fill) -> T) -> Vec<T> {
-        fills.iter().map(field).collect()
+    fn column<'a, T, I: 'a>(
+        items: impl IntoIterator<Item = &'a I>,
+        field: impl Fn(&'a I) -> T,
+    ) -> Vec<T> {
+        items.into_iter().map(field).collect()
     }
     let ids: Vec<Uuid> = outcomes.iter().map(|(id, _)| *id).collect();
     let states: Vec<&str> = outcomes.iter().map(|(_, s)| s.as_str()).collect();
-    bind_entries(sqlx::query(&COMMIT_BATCH), logs)
+    if fills.is_empty() {
+        return bind_entries(sqlx::query(&SETTLE), logs)
+            .bind(ids)
+            .bind(states)
+            .execute(pool)
+            .await
+            .map(drop);
+    }
+
+    let mut tx = pool.begin().await?;
+    let inserted: HashSet<Uuid> = sqlx::query_scalar(INSERT_FILLS)
         .bind(column(fills, |f| f.request_id))
         .bind(column(fills, |f| f.exchange.as_str()))
+        .bind(column(fills, |f| f.market.as_str()))
         .bind(column(fills, |f| f.paper))
         .bind(column(fills, |f| f.testnet))
         .bind(column(fills, |f| f.symbol.as_str()))
@@ -373,14 +504,104 @@ pub async fn commit_batch(
         .bind(column(fills, |f| f.status.as_str()))
         .bind(column(fills, |f| f.fill_price))
         .bind(column(fills, |f| f.fill_quantity))
+        .bind(column(fills, |f| f.fee))
         .bind(column(fills, |f| f.raw_response.clone()))
         .bind(column(fills, |f| f.received_at))
         .bind(column(fills, |f| f.executed_at))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let new: Vec<&Fill> = fills
+        .iter()
+        .filter(|f| inserted.contains(&f.request_id))
+        .collect();
+
+    let keys: BTreeSet<PositionKey> = new.iter().map(|f| key(f)).collect();
+    let rows: Vec<LockedRow> = if keys.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(LOCK_POSITIONS)
+            .bind(column(&keys, |k| k.0.as_str()))
+            .bind(column(&keys, |k| k.1.as_str()))
+            .bind(column(&keys, |k| k.2))
+            .bind(column(&keys, |k| k.3.as_str()))
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let mut held: BTreeMap<PositionKey, Held> = rows
+        .into_iter()
+        .map(
+            |(
+                exchange,
+                market,
+                testnet,
+                symbol,
+                quantity,
+                avg_entry_price,
+                realized_pnl,
+                fees,
+                complete,
+            )| {
+                let position = Position {
+                    quantity,
+                    avg_entry_price,
+                    realized_pnl,
+                    fees,
+                    complete,
+                };
+                (
+                    (exchange, market, testnet, symbol),
+                    Held { position, fills: 0 },
+                )
+            },
+        )
+        .collect();
+    let mut realized = Vec::with_capacity(new.len());
+    for fill in &new {
+        let entry = held.entry(key(fill)).or_insert_with(|| Held {
+            position: Position::flat(),
+            fills: 0,
+        });
+        entry.fills += 1;
+        realized.push(match trade_of(fill) {
+            Some(trade) => entry.position.apply(&trade),
+            None => {
+                entry.position.complete = false;
+                None
+            }
+        });
+    }
+
+    let positions: Vec<(&PositionKey, &Held)> = held.iter().collect();
+    bind_entries(sqlx::query(&COMMIT_LEDGER), logs)
+        .bind(column(&new, |f| f.request_id))
+        .bind(realized)
+        .bind(column(&positions, |(k, _)| k.0.as_str()))
+        .bind(column(&positions, |(k, _)| k.1.as_str()))
+        .bind(column(&positions, |(k, _)| k.2))
+        .bind(column(&positions, |(k, _)| k.3.as_str()))
+        .bind(column(&positions, |(_, h)| h.position.quantity))
+        .bind(column(&positions, |(_, h)| h.position.avg_entry_price))
+        .bind(column(&positions, |(_, h)| h.position.realized_pnl))
+        .bind(column(&positions, |(_, h)| h.position.fees))
+        .bind(column(&positions, |(_, h)| h.position.complete))
+        .bind(column(&positions, |(_, h)| h.fills))
         .bind(ids)
         .bind(states)
-        .execute(pool)
-        .await
-        .map(drop)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// The position `fill` belongs to.
+fn key(fill: &Fill) -> PositionKey {
+    (
+        fill.exchange.clone(),
+        fill.market.clone(),
+        fill.testnet,
+        fill.symbol.clone(),
+    )
 }
 
 #[cfg(test)]

@@ -236,8 +236,8 @@ impl Worker {
             .unwrap_or_else(|panic| self.panicked(message, panic.as_ref()))
     }
 
-    /// Commits a batch's fills, audit rows and outcomes in one transaction, retrying
-    /// while the database is down.
+    /// Commits a batch's fills (and the positions they move), audit rows and outcomes in
+    /// one transaction, retrying while the database is down.
     ///
     /// The run loop publishes retries and dead letters before this commit: an outcome
     /// recorded as `retrying` or `dead` is then always in the broker, and a crash in
@@ -428,7 +428,7 @@ impl Worker {
                     },
                 ));
                 Processed {
-                    fill: Some(fill_row(message, &order, exchange.as_str(), ack)),
+                    fill: Some(fill_row(message, &order, provider.as_ref(), ack)),
                     logs,
                     disposition: Disposition::Ack,
                     outcome: Some((message.request_id, ExecutionState::Filled)),
@@ -680,12 +680,19 @@ pub fn copy(message: &QueueMessage, state: Option<ExecutionState>) -> Processed 
     }
 }
 
-fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: OrderAck) -> Fill {
+fn fill_row(
+    message: &QueueMessage,
+    order: &OrderRequest,
+    provider: &dyn Exchange,
+    ack: OrderAck,
+) -> Fill {
     let signal = &message.signal;
+    let exchange = provider.name();
     Fill {
         request_id: message.request_id,
-        exchange: exchange.to_owned(),
-        paper: exchange == "paper",
+        exchange: exchange.as_str().to_owned(),
+        market: provider.market().to_owned(),
+        paper: exchange == ExchangeName::Paper,
         testnet: order.testnet,
         symbol: order.symbol.to_string(),
         action: signal.action.to_string(),
@@ -702,6 +709,7 @@ fn fill_row(message: &QueueMessage, order: &OrderRequest, exchange: &str, ack: O
         status: ack.status,
         fill_price: ack.fill_price,
         fill_quantity: ack.fill_quantity,
+        fee: ack.fee,
         raw_response: ack.raw,
         received_at: message.received_at,
         executed_at: ack.placed_at,

@@ -8,6 +8,8 @@ pub mod health;
 pub mod kill_switch;
 pub mod logs;
 pub mod migrate;
+pub mod positions;
+pub mod report;
 pub mod run;
 pub mod trace;
 
@@ -33,6 +35,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(args) => dlq::run(args).await,
         Command::KillSwitch(args) => kill_switch::run(args).await,
         Command::Logs(args) => logs::run(args).await,
+        Command::Positions(args) => positions::run(args).await,
+        Command::Report(args) => report::run(args).await,
         Command::Health(args) => health::run(*args).await,
         Command::Bot(args) => bot::run(*args).await,
         Command::Bench(args) => bench::run(*args).await,

@@ -29,6 +29,7 @@ mod metrics;
 mod ordering;
 mod outages;
 mod pipeline;
+mod positions;
 mod retry;
 mod risk;
 mod secrets;

@@ -456,6 +456,8 @@ pub fn ack_from_order(
             .map_or_else(|| "accepted".to_owned(), status_name),
         fill_price: average,
         fill_quantity: executed,
+        // A RESULT answer, a query and a USD-M answer carry no commission.
+        fee: None,
         placed_at: time.unwrap_or_else(Utc::now),
         raw: item,
     })
@@ -465,6 +467,13 @@ pub fn ack_from_order(
 impl Exchange for Binance {
     fn name(&self) -> ExchangeName {
         ExchangeName::Binance
+    }
+
+    fn market(&self) -> &'static str {
+        match self.market {
+            Market::Usdm => "usdm",
+            Market::Spot => "spot",
+        }
     }
 
     fn has_credentials(&self, testnet: bool) -> bool {

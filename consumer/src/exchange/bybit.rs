@@ -279,7 +279,7 @@ impl Bybit {
                 .private(venue, path, Payload::Query(params), Write::No)
                 .await?;
             if let Some(item) = result.pointer("/list/0") {
-                return Ok(Some(ack_from_order(item)));
+                return Ok(Some(ack_from_order(item, self.category)));
             }
         }
         Ok(None)
@@ -401,8 +401,10 @@ fn unknown_symbol(category: Category, order: &OrderRequest) -> ExchangeError {
     )
 }
 
-/// An order as `/v5/order/realtime` or `/v5/order/history` lists it.
-fn ack_from_order(item: &Value) -> OrderAck {
+/// An order as `/v5/order/realtime` or `/v5/order/history` lists it. `cumExecFee` is
+/// in the settle coin (the quote) for linear contracts only: spot charges buys in the
+/// base coin, so a spot order records no fee.
+fn ack_from_order(item: &Value, category: Category) -> OrderAck {
     let positive = |value: &Value| decimal(value).filter(|d| !d.is_zero());
     OrderAck {
         exchange_order_id: text(&item["orderId"]).unwrap_or_default(),
@@ -411,6 +413,10 @@ fn ack_from_order(item: &Value) -> OrderAck {
             .map_or_else(|| "unknown".to_owned(), status_name),
         fill_price: positive(&item["avgPrice"]),
         fill_quantity: decimal(&item["cumExecQty"]),
+        fee: match category {
+            Category::Linear => decimal(&item["cumExecFee"]),
+            Category::Spot => None,
+        },
         placed_at: integer(&item["createdTime"])
             .and_then(DateTime::from_timestamp_millis)
             .unwrap_or_else(Utc::now),
@@ -508,6 +514,10 @@ fn classify(code: i64, write: Write) -> ErrorClass {
 impl Exchange for Bybit {
     fn name(&self) -> ExchangeName {
         ExchangeName::Bybit
+    }
+
+    fn market(&self) -> &'static str {
+        self.category.as_str()
     }
 
     fn has_credentials(&self, testnet: bool) -> bool {

@@ -465,6 +465,8 @@ impl Mexc {
             fill_quantity: decimal(&data["dealVol"])
                 .and_then(|contracts| contracts.checked_mul(contract_size))
                 .map(|quantity| quantity.normalize()),
+            // The documented fee fields are rates, not what this order was charged.
+            fee: None,
             placed_at: integer(&data["createTime"])
                 .and_then(DateTime::from_timestamp_millis)
                 .unwrap_or_else(Utc::now),
@@ -545,6 +547,13 @@ fn classify_futures(code: i64, write: Write) -> ErrorClass {
 impl Exchange for Mexc {
     fn name(&self) -> ExchangeName {
         ExchangeName::Mexc
+    }
+
+    fn market(&self) -> &'static str {
+        match self.market {
+            Market::Spot => "spot",
+            Market::Futures => "futures",
+        }
     }
 
     fn has_credentials(&self, testnet: bool) -> bool {

@@ -99,6 +99,8 @@ pub struct OrderAck {
     pub fill_price: Option<Decimal>,
     /// Filled quantity, when known.
     pub fill_quantity: Option<Decimal>,
+    /// The fee charged, in the quote currency; `None` unless the exchange reports it so.
+    pub fee: Option<Decimal>,
     /// When the exchange took the order.
     pub placed_at: DateTime<Utc>,
     /// The exchange's answer, as received (never holds credentials).
@@ -242,6 +244,7 @@ impl OrderAck {
             status: "accepted".to_owned(),
             fill_price: None,
             fill_quantity: None,
+            fee: None,
             placed_at: Utc::now(),
             raw,
         }
@@ -423,6 +426,13 @@ pub enum Holdings {
 pub trait Exchange: Send + Sync {
     /// Which exchange this is.
     fn name(&self) -> ExchangeName;
+
+    /// The market this provider trades (`linear`, `usdm`, `spot`, …): a position is
+    /// kept per exchange and market. The default, for stand-ins with one market, is the
+    /// exchange's name.
+    fn market(&self) -> &'static str {
+        self.name().as_str()
+    }
 
     /// Whether keys for the live (or, with `testnet`, the test) environment are set.
     fn has_credentials(&self, testnet: bool) -> bool;

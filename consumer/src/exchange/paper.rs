@@ -62,6 +62,8 @@ fn ack(order: &OrderRequest, (order_id, price, quantity, created_at): PaperRow) 
         status: "filled".to_owned(),
         fill_price: price,
         fill_quantity: Some(quantity),
+        // The paper exchange charges nothing.
+        fee: Some(Decimal::ZERO),
         placed_at: created_at,
         raw: json!({
             "orderId": order_id,

@@ -498,6 +498,7 @@ pub fn filled(
         status: "filled".to_owned(),
         fill_price: order.price,
         fill_quantity: Some(order.quantity),
+        fee: None,
         placed_at: chrono::Utc::now(),
         raw: serde_json::json!({}),
     }
