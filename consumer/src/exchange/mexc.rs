@@ -426,6 +426,23 @@ impl Mexc {
         Ok(OrderAck::accepted(order_id, data))
     }
 
+    /// The spot account, `GET /api/v3/account`: its permissions and balances.
+    async fn spot_account(&self, testnet: bool) -> Result<Value, ExchangeError> {
+        Ok(self
+            .spot
+            .send(
+                &self.http,
+                self.venues.get(testnet),
+                Method::GET,
+                "/api/v3/account",
+                &[],
+                Write::No,
+            )
+            .await?
+            .json
+            .unwrap_or(Value::Null))
+    }
+
     /// The futures order with `order`'s client id; its filled contracts are converted to
     /// base coin with `contract_size`.
     async fn find_futures(
@@ -626,19 +643,7 @@ impl Exchange for Mexc {
     async fn check_keys(&self, testnet: bool) -> Result<KeyCheck, ExchangeError> {
         match self.market {
             Market::Spot => {
-                let account = self
-                    .spot
-                    .send(
-                        &self.http,
-                        self.venues.get(testnet),
-                        Method::GET,
-                        "/api/v3/account",
-                        &[],
-                        Write::No,
-                    )
-                    .await?
-                    .json
-                    .unwrap_or(Value::Null);
+                let account = self.spot_account(testnet).await?;
                 Ok(KeyCheck {
                     can_trade: account["canTrade"].as_bool(),
                     can_withdraw: account["canWithdraw"].as_bool(),
@@ -667,19 +672,9 @@ impl Exchange for Mexc {
     async fn positions(&self, testnet: bool) -> Result<Holdings, ExchangeError> {
         let holdings = match self.market {
             Market::Spot => self
-                .spot
-                .send(
-                    &self.http,
-                    self.venues.get(testnet),
-                    Method::GET,
-                    "/api/v3/account",
-                    &[],
-                    Write::No,
-                )
+                .spot_account(testnet)
                 .await
-                .and_then(|reply| {
-                    spot_balances(ExchangeName::Mexc, &reply.json.unwrap_or(Value::Null))
-                })
+                .and_then(|account| spot_balances(ExchangeName::Mexc, &account))
                 .map(Holdings::Balances),
             Market::Futures => self
                 .futures_positions(testnet)
