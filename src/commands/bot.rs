@@ -27,14 +27,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::dlq::DlqRead;
-use super::{kill_switch, trace};
+use super::{kill_switch, positions, report, trace};
 
 /// How long one `getUpdates` call waits for a message.
 const POLL_WAIT: Duration = Duration::from_secs(25);
 /// Dead letters listed by `/dlq`.
 const DLQ_SHOWN: usize = 5;
 
-const HELP: &str = "commands: /status, /kill_on, /kill_off, /dlq, /trace <requestId>";
+const HELP: &str =
+    "commands: /status, /kill_on, /kill_off, /dlq, /trace <requestId>, /positions, /pnl";
 
 /// Arguments of `hoox bot`.
 #[derive(Debug, clap::Args)]
@@ -165,6 +166,8 @@ impl Bot {
             "/kill_on" => self.kill_switch(true).await,
             "/kill_off" => self.kill_switch(false).await,
             "/dlq" => self.dlq().await,
+            "/positions" => self.positions().await,
+            "/pnl" => self.pnl().await,
             "/trace" => match words.next().map(str::parse::<Uuid>) {
                 Some(Ok(id)) => self.trace(id).await,
                 _ => Ok("usage: /trace <requestId>".to_owned()),
@@ -252,6 +255,24 @@ impl Bot {
         read.finish().await?;
         let _ = connection.close(200, "done".into()).await;
         Ok(out)
+    }
+
+    /// The positions ledger, as `hoox positions` shows it.
+    async fn positions(&self) -> anyhow::Result<String> {
+        Ok(positions::render(&positions::load(&self.pool).await?))
+    }
+
+    /// Today's (UTC) fills, volume and realized PnL, as `hoox report` shows a day.
+    async fn pnl(&self) -> anyhow::Result<String> {
+        let today = Utc::now().date_naive();
+        let rows = report::load(&self.pool, Some(today), Some(today)).await?;
+        if rows.is_empty() {
+            return Ok(format!("no fills today ({today}, UTC)"));
+        }
+        Ok(format!(
+            "today ({today}, UTC):\n{}",
+            report::render_table(&rows)
+        ))
     }
 
     async fn trace(&self, request_id: Uuid) -> anyhow::Result<String> {

@@ -284,3 +284,52 @@ async fn a_consumer_without_its_broker_tells_the_chat_once(pool: PgPool) {
     token.cancel();
     running.await.expect("the consumer stops");
 }
+
+/// The cells of the line of `text` that names `symbol`.
+fn row_of(text: &str, symbol: &str) -> Vec<String> {
+    text.lines()
+        .find(|line| line.split_whitespace().any(|cell| cell == symbol))
+        .unwrap_or_else(|| panic!("no {symbol} line in {text}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn the_bot_answers_positions_and_todays_pnl_from_the_ledger(pool: PgPool) {
+    let mock = MockTelegram::start().await;
+    let app = TestApp::start(pool).await;
+    app.ready().await;
+    // A paper long of 0.005 at 68000, closed at 69000: 5 realized.
+    let long = support::accepted(&app, &support::signal("BTCUSDT")).await;
+    app.wait_for_fill(&long).await;
+    let mut close = support::signal("BTCUSDT");
+    close["action"] = serde_json::json!("CLOSE_LONG");
+    close["price"] = serde_json::json!(69000);
+    let closed = support::accepted(&app, &close).await;
+    app.wait_for_fill(&closed).await;
+
+    let bot = with_telegram(app.hoox(), &mock)
+        .arg("bot")
+        .spawn()
+        .expect("hoox bot starts");
+    mock.queue_message(CHAT, "/positions");
+    let positions = message_mentioning(&mock, CHAT, "REALIZED PNL").await;
+    // EXCHANGE MARKET ENV SYMBOL SIDE NET QTY AVG ENTRY REALIZED PNL FEES FILLS UPDATED
+    let row = row_of(&positions.text, "BTCUSDT");
+    assert_eq!(row[0], "paper");
+    assert_eq!(row[4], "flat");
+    assert_eq!(row[5], "0", "net quantity");
+    assert_eq!(row[7], "5", "realized PnL");
+
+    mock.queue_message(CHAT, "/pnl");
+    let pnl = message_mentioning(&mock, CHAT, "today (").await;
+    // DAY EXCHANGE ENV SYMBOL FILLS VOLUME REALIZED PNL FEES INCOMPLETE
+    let row = row_of(&pnl.text, "BTCUSDT");
+    assert_eq!(row[4], "2", "fills");
+    assert_eq!(row[5], "685", "volume: 0.005 × 68000 + 0.005 × 69000");
+    assert_eq!(row[6], "5", "realized PnL");
+
+    interrupt(bot).await;
+    app.stop().await;
+}
