@@ -59,7 +59,8 @@ enum Source {
 /// The deliveries of every queue this consumer subscribes to, each tagged with its queue.
 type Deliveries = SelectAll<BoxStream<'static, (Source, anyhow::Result<Delivery>)>>;
 
-/// Order slots being held: each completes when its order has been answered.
+/// Order slots being held, at most `HOOX_BATCH_SIZE`: each completes when its order
+/// has been answered.
 type Slots = FuturesUnordered<BoxFuture<'static, Freed>>;
 
 /// An order slot let go.
@@ -191,14 +192,10 @@ struct Session<'a> {
     claiming: usize,
     /// Claimed deliveries waiting for a free slot, in the order they were taken.
     ready: VecDeque<Ready>,
-    /// Orders being placed (sent, not yet answered): at most `HOOX_BATCH_SIZE`.
-    placing: usize,
-    /// Deliveries executing, from their slot until their outcome (a placed order's
-    /// state is read back after its slot is free).
-    executing: usize,
-    /// Request ids executing, and whether their lane already went on (their order was
-    /// placed and only its state is being read back).
-    lanes_released: HashMap<Uuid, bool>,
+    /// Request ids executing, from their slot until their outcome, and whether their
+    /// lane already went on (their order was placed and only its state is being read
+    /// back, after its slot was let go).
+    executing: HashMap<Uuid, bool>,
     draining: bool,
     /// The partition served last: the next dispatch starts after it.
     last_served: u16,
@@ -290,9 +287,7 @@ async fn consume_on(
         unsettled: Vec::new(),
         claiming: 0,
         ready: VecDeque::new(),
-        placing: 0,
-        executing: 0,
-        lanes_released: HashMap::new(),
+        executing: HashMap::new(),
         draining: false,
         last_served: 0,
         rebalancing: false,
@@ -324,7 +319,7 @@ async fn consume_on(
         if session.draining
             && session.claiming == 0
             && session.ready.is_empty()
-            && session.executing == 0
+            && session.executing.is_empty()
             && session.unsettled.is_empty()
             && settling.is_none()
             && forwarding.is_none()
@@ -466,7 +461,7 @@ impl Session<'_> {
             return;
         }
         let size = self.consumer.bounds.size.max(1);
-        let free = (2 * size).saturating_sub(self.claiming + self.ready.len() + self.placing);
+        let free = (2 * size).saturating_sub(self.claiming + self.ready.len() + slots.len());
         let (now, wall) = (Instant::now(), Utc::now());
         // Round robin over the partitions, starting after the last one served: a
         // partition served first every time would drain early and leave the others'
@@ -586,7 +581,6 @@ impl Session<'_> {
                 waiting,
                 processed,
             } => {
-                self.executing -= 1;
                 self.ended(partition, symbol, *waiting, *processed);
             }
         }
@@ -602,7 +596,7 @@ impl Session<'_> {
         slots: &mut Slots,
     ) {
         let size = self.consumer.bounds.size.max(1);
-        while self.placing < size {
+        while slots.len() < size {
             let Some(ready) = self.ready.pop_front() else {
                 return;
             };
@@ -620,9 +614,7 @@ impl Session<'_> {
                     })
                     .boxed(),
             );
-            self.lanes_released.insert(request_id, false);
-            self.placing += 1;
-            self.executing += 1;
+            self.executing.insert(request_id, false);
             let worker = self.consumer.worker.clone();
             let Ready {
                 partition,
@@ -658,10 +650,7 @@ impl Session<'_> {
         waiting: Waiting<Taken>,
         processed: Processed,
     ) {
-        let released = self
-            .lanes_released
-            .remove(&waiting.request_id)
-            .unwrap_or(false);
+        let released = self.executing.remove(&waiting.request_id).unwrap_or(false);
         if !released {
             let outcome = processed.outcome.map(|(_, state)| state);
             self.lane_ended(
@@ -694,13 +683,12 @@ impl Session<'_> {
     /// whatever the read-back still under way says, so the symbol's next signal may
     /// go now instead of one exchange round trip later.
     fn slot_freed(&mut self, freed: Freed) {
-        self.placing -= 1;
         if !freed.placed {
             return;
         }
         // Only while the delivery is still executing: if its outcome came first, its
         // lane already went on.
-        let Some(released) = self.lanes_released.get_mut(&freed.request_id) else {
+        let Some(released) = self.executing.get_mut(&freed.request_id) else {
             return;
         };
         *released = true;
