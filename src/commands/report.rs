@@ -151,23 +151,24 @@ pub fn render_table(rows: &[ReportRow]) -> String {
         "INCOMPLETE",
     ];
     let right = [false, false, false, false, true, true, true, true, true];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.day.to_string(),
-                row.exchange.clone(),
-                environment(row.testnet).to_owned(),
-                row.symbol.clone(),
-                row.fills.to_string(),
-                row.volume.to_string(),
-                row.realized_pnl.to_string(),
-                row.fees.map_or_else(|| "-".to_owned(), |f| f.to_string()),
-                row.incomplete.to_string(),
-            ]
-        })
-        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|row| fields(row, "-").to_vec()).collect();
     terminal::table(&header, &cells, &right)
+}
+
+/// A row's columns in the report's order; `no_fee` where no fee was reported.
+fn fields(row: &ReportRow, no_fee: &str) -> [String; 9] {
+    [
+        row.day.to_string(),
+        row.exchange.clone(),
+        environment(row.testnet).to_owned(),
+        row.symbol.clone(),
+        row.fills.to_string(),
+        row.volume.to_string(),
+        row.realized_pnl.to_string(),
+        row.fees
+            .map_or_else(|| no_fee.to_owned(), |f| f.to_string()),
+        row.incomplete.to_string(),
+    ]
 }
 
 /// One CSV field, quoted as RFC 4180 says when it holds a comma, a quote or a line
@@ -187,18 +188,7 @@ pub fn render_csv(rows: &[ReportRow]) -> String {
         "date,exchange,environment,symbol,fills,volume,realized_pnl,fees,incomplete_fills\r\n"
             .to_owned();
     for row in rows {
-        let fields = [
-            row.day.to_string(),
-            row.exchange.clone(),
-            environment(row.testnet).to_owned(),
-            row.symbol.clone(),
-            row.fills.to_string(),
-            row.volume.to_string(),
-            row.realized_pnl.to_string(),
-            row.fees.map(|f| f.to_string()).unwrap_or_default(),
-            row.incomplete.to_string(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        let line: Vec<String> = fields(row, "").iter().map(|f| csv_field(f)).collect();
         let _ = write!(out, "{}\r\n", line.join(","));
     }
     out
