@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
@@ -184,6 +184,18 @@ pub enum Event {
     KillSwitchChanged {
         /// Whether trading is now halted.
         on: bool,
+        /// Why, when hoox turned it on by itself (an operator's change has none).
+        reason: Option<String>,
+    },
+    /// The realized PnL of a UTC day fell below minus `risk:max_daily_loss`: the kill
+    /// switch turns on.
+    DailyLossLimitReached {
+        /// The UTC day.
+        day: NaiveDate,
+        /// Its realized PnL so far, fees subtracted where reported.
+        realized_pnl: Decimal,
+        /// The limit it went beyond.
+        limit: Decimal,
     },
     /// An operator changed a setting (a webhook key's value is never recorded).
     ConfigChanged {
@@ -217,6 +229,7 @@ impl Event {
             Self::Replayed { .. } => "replayed",
             Self::Purged { .. } => "purged",
             Self::KillSwitchChanged { .. } => "kill_switch_changed",
+            Self::DailyLossLimitReached { .. } => "daily_loss_limit_reached",
             Self::ConfigChanged { .. } => "config_changed",
         }
     }
@@ -241,7 +254,7 @@ impl Event {
             | Self::Replayed { .. }
             | Self::Purged { .. }
             | Self::KillSwitchChanged { .. } => Severity::Warn,
-            Self::DeadLettered { .. } => Severity::Error,
+            Self::DeadLettered { .. } | Self::DailyLossLimitReached { .. } => Severity::Error,
         }
     }
 
@@ -344,12 +357,21 @@ impl Event {
             Self::Purged { reason, .. } => {
                 format!("dead letter purged by an operator (was {reason})")
             }
-            Self::KillSwitchChanged { on } => if *on {
-                "kill switch turned on: trading halted"
-            } else {
-                "kill switch turned off: trading resumed"
+            Self::KillSwitchChanged { on: true, reason } => match reason {
+                Some(reason) => format!("kill switch turned on: trading halted ({reason})"),
+                None => "kill switch turned on: trading halted".to_owned(),
+            },
+            Self::KillSwitchChanged { on: false, .. } => {
+                "kill switch turned off: trading resumed".to_owned()
             }
-            .to_owned(),
+            Self::DailyLossLimitReached {
+                day,
+                realized_pnl,
+                limit,
+            } => format!(
+                "realized PnL of {day} (UTC) is {realized_pnl}, below -{limit} ({}): turning the kill switch on",
+                crate::risk::MAX_DAILY_LOSS
+            ),
             Self::ConfigChanged { key, value, .. } => match value {
                 Some(value) => format!("config set: {key} = {value}"),
                 None => format!("config deleted: {key}"),

@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod health;
 pub mod json;
+pub mod kill_switch;
 pub mod logs;
 pub mod message;
 pub mod metrics;

@@ -3,10 +3,14 @@
 //!
 //! - `risk:allowed_symbols`: comma-separated symbols that may be opened; empty or unset
 //!   allows all.
-//! - `risk:max_quantity`, `risk:max_leverage`, `risk:max_notional` (quote currency):
-//!   each global, and per symbol (`risk:max_quantity:BTCUSDT`), the per-symbol value
-//!   winning. The notional is checked for signals that carry a price; a market order
-//!   without one is not checked against it yet (that needs the exchange's price).
+//! - `risk:max_quantity`, `risk:max_leverage`, `risk:max_notional` (quote currency),
+//!   `risk:max_position` (the absolute net position after the order): each global, and
+//!   per symbol (`risk:max_quantity:BTCUSDT`), the per-symbol value winning. Ingest
+//!   checks what the signal alone tells (a notional only when the signal carries a
+//!   price); the consumer checks again before the order, with the position from the
+//!   ledger and a market order's notional at the exchange's last price.
+//! - `risk:max_daily_loss`: when the realized PnL of the UTC day falls below minus this
+//!   amount, the consumer turns the kill switch on.
 //!
 //! An order that only reduces a position (`CLOSE_LONG`, `CLOSE_SHORT`, reduce-only) is
 //! never refused, not even for a symbol no longer allowed: reducing risk is always
@@ -29,8 +33,13 @@ pub const MAX_LEVERAGE: &str = "risk:max_leverage";
 /// `risk:max_notional[:SYMBOL]`: the largest order value, quantity × price.
 pub const MAX_NOTIONAL: &str = "risk:max_notional";
 
+/// `risk:max_position[:SYMBOL]`: the largest absolute net position an order may leave.
+pub const MAX_POSITION: &str = "risk:max_position";
+/// `risk:max_daily_loss`: the realized loss of a UTC day that turns the kill switch on.
+pub const MAX_DAILY_LOSS: &str = "risk:max_daily_loss";
+
 /// The limits that take a per-symbol form (`<limit>:<SYMBOL>`).
-pub const PER_SYMBOL: [&str; 3] = [MAX_QUANTITY, MAX_LEVERAGE, MAX_NOTIONAL];
+pub const PER_SYMBOL: [&str; 4] = [MAX_QUANTITY, MAX_LEVERAGE, MAX_NOTIONAL, MAX_POSITION];
 
 /// Why an order goes against a risk limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +57,7 @@ pub enum Refusal {
     Over {
         /// The config key that set the limit (`risk:max_quantity:BTCUSDT`).
         key: String,
-        /// What was measured: `quantity`, `leverage` or `notional`.
+        /// What was measured: `quantity`, `leverage`, `notional` or `position`.
         what: &'static str,
         /// The order's figure.
         value: Decimal,
@@ -156,6 +165,49 @@ pub fn check_signal(config: &RuntimeConfig, signal: &Signal) -> Result<(), Refus
         }
     }
     Ok(())
+}
+
+/// Refuses an order whose net position after it, `held + change` (signed: positive
+/// long), is over `risk:max_position` for `symbol`, unless it leaves the position no
+/// larger than it was: an order that shrinks an oversized position is allowed.
+pub fn check_position(
+    config: &RuntimeConfig,
+    symbol: &Symbol,
+    held: Decimal,
+    change: Decimal,
+) -> Result<(), Refusal> {
+    let Some((key, limit)) = limit(config, MAX_POSITION, symbol)? else {
+        return Ok(());
+    };
+    let after = held.checked_add(change).map(|after| after.abs());
+    match after {
+        Some(after) if after <= limit || after <= held.abs() => Ok(()),
+        // A position beyond what a decimal holds is over any limit.
+        after => Err(Refusal::Over {
+            key,
+            what: "position",
+            value: after.unwrap_or(Decimal::MAX),
+            limit,
+        }),
+    }
+}
+
+/// Whether `realized_pnl`, the realized PnL of the UTC day so far, is a loss beyond
+/// `risk:max_daily_loss`; `Err` when the limit cannot be read (which trips it too).
+pub fn daily_loss_breached(
+    config: &RuntimeConfig,
+    realized_pnl: Decimal,
+) -> Result<Option<Decimal>, Refusal> {
+    let Some(stored) = config.get(MAX_DAILY_LOSS) else {
+        return Ok(None);
+    };
+    match stored.trim().parse::<Decimal>() {
+        Ok(limit) if limit > Decimal::ZERO => Ok((realized_pnl < -limit).then_some(limit)),
+        _ => Err(Refusal::Unreadable {
+            key: MAX_DAILY_LOSS.to_owned(),
+            stored,
+        }),
+    }
 }
 
 /// The symbols of a `risk:allowed_symbols` value, normalised; empty for an empty value.
@@ -280,6 +332,51 @@ mod tests {
             ALLOWED_SYMBOLS
         );
         assert!(check_signal(&config(&[(ALLOWED_SYMBOLS, "")]), &sol).is_ok());
+    }
+
+    fn d(value: &str) -> Decimal {
+        value.parse().unwrap()
+    }
+
+    #[test]
+    fn the_position_after_the_order_is_checked_and_shrinking_is_allowed() {
+        let limits = config(&[(MAX_POSITION, "1"), ("risk:max_position:ETHUSDT", "10")]);
+        let btc = Symbol::parse("BTCUSDT").unwrap();
+        assert_eq!(check_position(&limits, &btc, d("0.6"), d("0.4")), Ok(()));
+        assert_eq!(
+            check_position(&limits, &btc, d("0.6"), d("0.5")),
+            Err(Refusal::Over {
+                key: MAX_POSITION.to_owned(),
+                what: "position",
+                value: d("1.1"),
+                limit: d("1"),
+            })
+        );
+        // A reversal is measured by the short it leaves: long 0.5, sell 2 → short 1.5.
+        assert!(check_position(&limits, &btc, d("0.5"), d("-2")).is_err());
+        assert_eq!(check_position(&limits, &btc, d("0.5"), d("-1.5")), Ok(()));
+        // Above the limit already (it was lowered): shrinking goes, growing does not.
+        assert_eq!(check_position(&limits, &btc, d("-3"), d("1")), Ok(()));
+        assert!(check_position(&limits, &btc, d("-3"), d("-0.1")).is_err());
+        let eth = Symbol::parse("ETHUSDT").unwrap();
+        assert_eq!(check_position(&limits, &eth, d("9"), d("1")), Ok(()));
+        assert_eq!(
+            check_position(&config(&[]), &eth, d("9"), d("1000")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_daily_loss_trips_below_minus_the_limit_and_an_unreadable_one_trips_too() {
+        let limits = config(&[(MAX_DAILY_LOSS, "500")]);
+        assert_eq!(daily_loss_breached(&limits, d("-500")), Ok(None));
+        assert_eq!(
+            daily_loss_breached(&limits, d("-500.01")),
+            Ok(Some(d("500")))
+        );
+        assert_eq!(daily_loss_breached(&limits, d("900")), Ok(None));
+        assert_eq!(daily_loss_breached(&config(&[]), d("-1e6")), Ok(None));
+        assert!(daily_loss_breached(&config(&[(MAX_DAILY_LOSS, "much")]), d("0")).is_err());
     }
 
     #[test]

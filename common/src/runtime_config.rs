@@ -96,7 +96,7 @@ pub fn check_api_key(key: &str) -> Result<(), WeakApiKey> {
 }
 
 /// The keys an operator may set, as shown in help and errors.
-pub const KNOWN_KEYS: [&str; 10] = [
+pub const KNOWN_KEYS: [&str; 12] = [
     KILL_SWITCH,
     WEBHOOK_API_KEY,
     DEFAULT_ROUTING,
@@ -107,6 +107,8 @@ pub const KNOWN_KEYS: [&str; 10] = [
     "risk:max_quantity[:<SYMBOL>]",
     "risk:max_leverage[:<SYMBOL>]",
     "risk:max_notional[:<SYMBOL>]",
+    "risk:max_position[:<SYMBOL>]",
+    risk::MAX_DAILY_LOSS,
 ];
 
 /// A config entry as it will be stored: the key normalised (`exchanges:routing:btcusdt.p`
@@ -148,6 +150,7 @@ pub fn normalise_key(key: &str) -> Result<String, String> {
         DEFAULT_ROUTING,
         PAPER_LATENCY_MS,
         risk::ALLOWED_SYMBOLS,
+        risk::MAX_DAILY_LOSS,
     ]
     .contains(&key)
         || risk::PER_SYMBOL.contains(&key)

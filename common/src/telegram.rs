@@ -353,6 +353,12 @@ pub async fn watch_kill_switch(
         if config.kill_switch() == on {
             return;
         }
-        notifier.notify(&Event::KillSwitchChanged { on: !on }, None);
+        // The reason is written with the switch, so this snapshot holds it.
+        let reason = if on {
+            None
+        } else {
+            config.get(crate::kill_switch::REASON)
+        };
+        notifier.notify(&Event::KillSwitchChanged { on: !on, reason }, None);
     }
 }

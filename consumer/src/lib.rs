@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod exchange;
+pub mod exposure;
 mod health;
 pub mod lanes;
 pub mod leases;

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::exchange::router::{ExchangeRouter, RouteSource};
 use crate::exchange::{ErrorClass, Exchange, ExchangeError, OrderAck, OrderRequest};
+use crate::exposure::{self, Blocked, InFlight, PositionKey};
 use crate::store::{self, Attempt, ExecutionState, Fill};
 
 /// One of the run loop's order slots, held while an order is being placed. Letting it
@@ -134,6 +135,7 @@ pub struct Worker {
     router: Arc<ExchangeRouter>,
     settings: Arc<WorkerSettings>,
     notifier: Option<Notifier>,
+    in_flight: InFlight,
 }
 
 fn log(request_id: Option<Uuid>, event: Event) -> LogEntry {
@@ -163,6 +165,7 @@ impl Worker {
             router,
             settings: Arc::new(settings),
             notifier: None,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -258,6 +261,8 @@ impl Worker {
             store::commit_batch(&self.pool, &fills, &logs, &outcomes)
         })
         .await?;
+        // Their fills are in the ledger now.
+        self.in_flight.settle(outcomes.iter().map(|(id, _)| *id));
         // Counted and told once committed, from the same events as the trail; the
         // notifier only queues, so a slow Telegram never holds the batch.
         for entry in &logs {
@@ -266,7 +271,25 @@ impl Worker {
                 notifier.notify(&entry.event, entry.request_id);
             }
         }
+        if !fills.is_empty() {
+            self.guard_daily_loss().await;
+        }
         Ok(())
+    }
+
+    /// Turns the kill switch on when the day's realized loss went beyond its limit. A
+    /// database error leaves it to the next batch with fills: the fills stand either way.
+    async fn guard_daily_loss(&self) {
+        match exposure::guard_daily_loss(&self.pool, &self.config).await {
+            Ok(Some(entries)) => {
+                tracing::error!("daily loss limit reached: kill switch turned on");
+                for entry in &entries {
+                    hoox_common::metrics::record(&entry.event);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot check the daily loss limit"),
+        }
     }
 
     /// Runs a database call until it succeeds: with the database down, the batch waits
@@ -355,6 +378,26 @@ impl Worker {
         ));
 
         let order = OrderRequest::from_message(message);
+        if !hoox_common::risk::reduces(signal) {
+            let checked = exposure::check(
+                &self.pool,
+                &self.config,
+                &self.in_flight,
+                provider.as_ref(),
+                &order,
+            )
+            .await;
+            match checked {
+                Ok(()) => {}
+                Err(refused @ Blocked::Refused(_)) => {
+                    let error = refused.to_string();
+                    return self.dead_letter(message, DeadReason::Fatal, error, None, logs);
+                }
+                Err(Blocked::Unknown(err)) => {
+                    return self.failed(message, Some(exchange), err, logs)
+                }
+            }
+        }
         if let Some(leverage) = signal.leverage {
             match self
                 .router
@@ -374,6 +417,11 @@ impl Worker {
         }
 
         let tried_before = attempt > 1 || resumed;
+        self.in_flight.add(
+            message.request_id,
+            PositionKey::of(provider.as_ref(), &order),
+            exposure::change(&order),
+        );
         let placed = self
             .place_once(provider.as_ref(), &order, tried_before, &mut logs)
             .await;

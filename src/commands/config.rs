@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use hoox_common::config::DatabaseArgs;
 use hoox_common::event::Event;
+use hoox_common::kill_switch;
 use hoox_common::logs::{insert_logs, LogEntry, Worker};
 use hoox_common::runtime_config::{
     is_on, normalise_key, validate, KILL_SWITCH, KNOWN_KEYS, WEBHOOK_API_KEY,
@@ -38,8 +39,8 @@ pub enum ConfigCommand {
     /// Keys: trade:kill_switch (true|false), webhooks:api_key (stored as its SHA-256
     /// digest), exchanges:default_routing and exchanges:routing:<SYMBOL> (bybit, binance,
     /// mexc or paper), paper:price:<SYMBOL>, paper:latency_ms, risk:allowed_symbols,
-    /// risk:max_quantity, risk:max_leverage and risk:max_notional (each also per
-    /// symbol, as risk:max_quantity:<SYMBOL>).
+    /// risk:max_quantity, risk:max_leverage, risk:max_notional and risk:max_position
+    /// (each also per symbol, as risk:max_quantity:<SYMBOL>), and risk:max_daily_loss.
     Set {
         /// The key.
         key: String,
@@ -103,6 +104,10 @@ pub async fn write(
             .fetch_optional(&mut *tx)
             .await?;
     match value {
+        // An operator's change of the switch also removes the reason hoox gave for it.
+        Some(value) if key == KILL_SWITCH => {
+            kill_switch::store(&mut tx, is_on(value), None).await?;
+        }
         Some(value) => {
             sqlx::query(
                 r#"
@@ -116,8 +121,10 @@ pub async fn write(
             .await?;
         }
         None => {
-            sqlx::query("DELETE FROM config WHERE key = $1")
+            sqlx::query("DELETE FROM config WHERE key = $1 OR ($1 = $2 AND key = $3)")
                 .bind(key)
+                .bind(KILL_SWITCH)
+                .bind(kill_switch::REASON)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -125,6 +132,7 @@ pub async fn write(
     let event = if key == KILL_SWITCH {
         Event::KillSwitchChanged {
             on: value.is_some_and(is_on),
+            reason: None,
         }
     } else {
         Event::ConfigChanged {

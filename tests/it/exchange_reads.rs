@@ -1,6 +1,7 @@
-//! The providers' signed read-only holdings call, against the mock exchanges: open
-//! positions and balances read exactly in every market, Bybit's pages followed to the
-//! end, and a refused key or an unreachable host an error, never an empty account.
+//! The providers' read-only calls against the mock exchanges. The signed holdings call:
+//! open positions and balances read exactly in every market, Bybit's pages followed to
+//! the end, and a refused key or an unreachable host an error, never an empty account.
+//! The public ticker: every market's last price, and no price for a symbol not listed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,4 +310,52 @@ async fn the_paper_exchange_has_no_holdings_apart_from_the_ledger() {
     let paper = paper::Paper::new(pool, RuntimeConfig::fixed(Default::default()));
     assert_eq!(paper.positions(false).await, Ok(Holdings::LedgerOnly));
     assert_eq!(paper.positions(true).await, Ok(Holdings::LedgerOnly));
+}
+
+#[tokio::test]
+async fn every_market_reads_its_last_price_from_the_public_ticker_and_an_unknown_symbol_is_an_error(
+) {
+    let btc = Symbol::parse("BTCUSDT").expect("a symbol");
+    let unknown = Symbol::parse("NOPEUSDT").expect("a symbol");
+    let mark: Decimal = crate::support::exchanges::MARK.parse().expect("a price");
+    for setup in EVERY_MARKET {
+        let mock = MockExchange::start(setup.kind()).await;
+        let provider = setup.provider(mock.url(), KEY);
+        assert_eq!(
+            provider.last_price(&btc, false).await,
+            Ok(mark),
+            "{setup:?}"
+        );
+        let err = provider
+            .last_price(&unknown, false)
+            .await
+            .expect_err("no price for a symbol the exchange does not list");
+        assert_ne!(err.class, ErrorClass::Duplicate, "{setup:?}: {err}");
+        // The ticker is public: no key went with it.
+        assert!(mock.refused().is_empty(), "{setup:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_paper_exchange_prices_at_its_configured_price_or_refuses() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://unused@127.0.0.1:1/unused")
+        .expect("a lazy pool");
+    let config = RuntimeConfig::fixed(
+        [("paper:price:BTCUSDT".to_owned(), "61000.5".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let paper = paper::Paper::new(pool, config);
+    let btc = Symbol::parse("BTCUSDT").expect("a symbol");
+    assert_eq!(
+        paper.last_price(&btc, false).await,
+        Ok("61000.5".parse().unwrap())
+    );
+    let eth = Symbol::parse("ETHUSDT").expect("a symbol");
+    let err = paper
+        .last_price(&eth, false)
+        .await
+        .expect_err("no price set");
+    assert_eq!(err.class, ErrorClass::Fatal);
 }

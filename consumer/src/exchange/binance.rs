@@ -6,15 +6,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side};
+use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side, Symbol};
 use reqwest::Method;
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::rules::{plain, InstrumentRules, RulesCache, Sized, SymbolRules};
 use super::signing;
 use super::transport::{
-    decimal, exchange_symbol, integer, status_name, text, unreadable, Environment, Http, Reply,
-    TimeSource, Venue, Venues, Write,
+    decimal, exchange_symbol, integer, price_at, status_name, text, unreadable, Environment, Http,
+    Reply, TimeSource, Venue, Venues, Write,
 };
 use super::{
     Balance, ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits,
@@ -510,6 +511,27 @@ impl Exchange for Binance {
             .signed(order, Method::POST, "order", &params, Write::Order)
             .await?;
         ack_from_order(ExchangeName::Binance, answer, Write::Order)
+    }
+
+    /// `GET /fapi/v1/ticker/price` (USD-M) or `/api/v3/ticker/price` (spot), `price`
+    /// (<https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Symbol-Price-Ticker>).
+    async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
+        let url = self
+            .venues
+            .get(testnet)
+            .url(&format!("{}?symbol={symbol}", self.path("ticker/price")))?;
+        let reply = self
+            .http
+            .send(ExchangeName::Binance, self.http.get(&url), Write::No)
+            .await?;
+        if let Some(err) = error_of(ExchangeName::Binance, &reply, Write::No) {
+            return Err(err);
+        }
+        price_at(
+            ExchangeName::Binance,
+            reply.json.as_ref().unwrap_or(&Value::Null),
+            "/price",
+        )
     }
 
     async fn order_by_client_id(

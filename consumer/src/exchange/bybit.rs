@@ -7,15 +7,16 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side};
+use hoox_common::signal::{ExchangeName, Leverage, OrderType, Side, Symbol};
 use reqwest::Method;
+use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 use super::rules::{plain, InstrumentRules, RulesCache, SymbolRules};
 use super::signing;
 use super::transport::{
-    amount, decimal, exchange_symbol, integer, query_string, status_name, text, unreadable,
-    Environment, Http, Reply, TimeSource, Venue, Venues, Write,
+    amount, decimal, exchange_symbol, integer, price_at, query_string, status_name, text,
+    unreadable, Environment, Http, Reply, TimeSource, Venue, Venues, Write,
 };
 use super::{
     Balance, ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits,
@@ -582,6 +583,24 @@ impl Exchange for Bybit {
         placed
             .read_back(ExchangeName::Bybit, self.find(order, &[REALTIME]))
             .await
+    }
+
+    /// `GET /v5/market/tickers`, the symbol's `lastPrice`
+    /// (<https://bybit-exchange.github.io/docs/v5/market/tickers>).
+    async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
+        let url = self.venues.get(testnet).url(&format!(
+            "/v5/market/tickers?{}",
+            query_string(&[
+                ("category", self.category.as_str().to_owned()),
+                ("symbol", symbol.to_string()),
+            ])
+        ))?;
+        let reply = self
+            .http
+            .send(ExchangeName::Bybit, self.http.get(&url), Write::No)
+            .await?;
+        let result = result(reply, Write::No)?;
+        price_at(ExchangeName::Bybit, &result, "/list/0/lastPrice")
     }
 
     async fn order_by_client_id(

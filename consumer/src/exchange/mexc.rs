@@ -22,8 +22,8 @@ use super::binance::{ack_from_order, is_unknown_order, order_params, spot_balanc
 use super::rules::{plain, step_from_places, InstrumentRules, RulesCache, SymbolRules};
 use super::signing;
 use super::transport::{
-    decimal, exchange_symbol, integer, query_string, text, unreadable, Environment, Http, Reply,
-    TimeSource, Venues, Write,
+    decimal, exchange_symbol, integer, price_at, query_string, text, unreadable, Environment, Http,
+    Reply, TimeSource, Venues, Write,
 };
 use super::{
     ErrorClass, ErrorCode, Exchange, ExchangeError, Holdings, KeyCheck, MarketTraits, OrderAck,
@@ -622,6 +622,45 @@ impl Exchange for Mexc {
         placed
             .read_back(ExchangeName::Mexc, self.order_by_client_id(order))
             .await
+    }
+
+    /// Spot: `GET /api/v3/ticker/price`, `price`
+    /// (<https://mexcdevelop.github.io/apidocs/spot_v3_en/#symbol-price-ticker>).
+    /// Futures: `GET /api/v1/contract/ticker`, `data.lastPrice`
+    /// (<https://mexcdevelop.github.io/apidocs/contract_v1_en/#get-contract-trend-data>).
+    async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
+        let venue = self.venues.get(testnet);
+        match self.market {
+            Market::Spot => {
+                let url = venue.url(&format!("/api/v3/ticker/price?symbol={symbol}"))?;
+                let reply = self
+                    .http
+                    .send(ExchangeName::Mexc, self.http.get(&url), Write::No)
+                    .await?;
+                if !reply.status.is_success() {
+                    let class = reply.status_class(Write::No).unwrap_or(ErrorClass::Fatal);
+                    return Err(ExchangeError::new(
+                        class,
+                        format!("mexc has no spot price for {symbol}: {}", reply.excerpt()),
+                    ));
+                }
+                price_at(
+                    ExchangeName::Mexc,
+                    reply.json.as_ref().unwrap_or(&Value::Null),
+                    "/price",
+                )
+            }
+            Market::Futures => {
+                let contract = futures_symbol(symbol)?;
+                let url = venue.url(&format!("/api/v1/contract/ticker?symbol={contract}"))?;
+                let reply = self
+                    .http
+                    .send(ExchangeName::Mexc, self.http.get(&url), Write::No)
+                    .await?;
+                let data = futures_data(reply, Write::No)?;
+                price_at(ExchangeName::Mexc, &data, "/lastPrice")
+            }
+        }
     }
 
     async fn order_by_client_id(

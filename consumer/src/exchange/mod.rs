@@ -456,6 +456,17 @@ pub trait Exchange: Send + Sync {
         placed
     }
 
+    /// The last traded price of `symbol`, from the exchange's public ticker, for the
+    /// notional of a market order. The default, for stand-ins without a market, is an
+    /// error: a limit that needs the price is then refused, never waved through.
+    async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
+        let _ = testnet;
+        Err(ExchangeError::new(
+            ErrorClass::Fatal,
+            format!("{} has no price for {symbol}", self.name()),
+        ))
+    }
+
     /// Finds the order with `order.client_order_id`, if the exchange has it.
     async fn order_by_client_id(
         &self,

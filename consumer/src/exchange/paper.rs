@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use hoox_common::runtime_config::{
     paper_price_key, RuntimeConfig, MAX_PAPER_LATENCY_MS, PAPER_LATENCY_MS,
 };
-use hoox_common::signal::{ExchangeName, Leverage};
+use hoox_common::signal::{ExchangeName, Leverage, Symbol};
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::PgPool;
@@ -35,12 +35,15 @@ impl Paper {
     /// A limit order fills at its price; a market order at the signal's price, else at
     /// `paper:price:<SYMBOL>`, else without a price.
     fn fill_price(&self, order: &OrderRequest) -> Option<Decimal> {
-        order.price.or_else(|| {
-            self.config
-                .get(&paper_price_key(&order.symbol))
-                .and_then(|p| p.trim().parse::<Decimal>().ok())
-                .filter(|p| *p > Decimal::ZERO)
-        })
+        order.price.or_else(|| self.market_price(&order.symbol))
+    }
+
+    /// `paper:price:<SYMBOL>`, when set to a price.
+    fn market_price(&self, symbol: &Symbol) -> Option<Decimal> {
+        self.config
+            .get(&paper_price_key(symbol))
+            .and_then(|p| p.trim().parse::<Decimal>().ok())
+            .filter(|p| *p > Decimal::ZERO)
     }
 
     /// `paper:latency_ms`: a simulated exchange round trip.
@@ -148,6 +151,20 @@ impl Exchange for Paper {
                 ),
             )),
         }
+    }
+
+    /// `paper:price:<SYMBOL>`: the price a market order fills at.
+    async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
+        let _ = testnet;
+        self.market_price(symbol).ok_or_else(|| {
+            ExchangeError::new(
+                ErrorClass::Fatal,
+                format!(
+                    "paper has no price for {symbol}: set {}",
+                    paper_price_key(symbol)
+                ),
+            )
+        })
     }
 
     async fn order_by_client_id(

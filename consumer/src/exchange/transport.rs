@@ -428,6 +428,19 @@ pub fn unreadable(exchange: ExchangeName, what: &str, value: &Value) -> Exchange
     )
 }
 
+/// The price at `pointer` in a ticker's answer: a decimal above zero, or an error that
+/// says the ticker could not be read.
+pub fn price_at(
+    exchange: ExchangeName,
+    body: &Value,
+    pointer: &str,
+) -> Result<Decimal, ExchangeError> {
+    body.pointer(pointer)
+        .and_then(decimal)
+        .filter(|price| *price > Decimal::ZERO)
+        .ok_or_else(|| unreadable(exchange, "ticker", body))
+}
+
 /// An instrument as an exchange names it (`BTCUSDT`, MEXC futures' `BTC_USDT`), named
 /// as signals name it.
 pub fn exchange_symbol(exchange: ExchangeName, raw: &str) -> Result<Symbol, ExchangeError> {

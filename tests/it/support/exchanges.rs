@@ -690,6 +690,16 @@ mod bybit {
                     .collect();
                 envelope(inner, 0, "OK", json!({"category": "linear", "list": list}))
             }
+            // Bybit answers a symbol it does not list with an empty list.
+            (Method::GET, "/v5/market/tickers") => {
+                let symbol = param(&query, "symbol").unwrap_or_default();
+                let category = param(&query, "category").unwrap_or_default().to_owned();
+                let list: Vec<Value> = instrument(symbol)
+                    .map(|_| json!({"symbol": symbol, "lastPrice": MARK, "bid1Price": MARK, "ask1Price": MARK}))
+                    .into_iter()
+                    .collect();
+                envelope(inner, 0, "OK", json!({"category": category, "list": list}))
+            }
             (method, path) => {
                 if let Err(refused) = authenticate(inner, &request) {
                     return refused;
@@ -1323,6 +1333,18 @@ mod binance_style {
         if request.method == Method::GET && path == dialect.info_path {
             return exchange_info(inner, &request);
         }
+        // The Binance mock serves its spot host's ticker too.
+        if request.method == Method::GET
+            && (path == "/api/v3/ticker/price"
+                || (inner.kind == Kind::Binance && path == "/fapi/v1/ticker/price"))
+        {
+            let query = request.query_params();
+            let symbol = param(&query, "symbol").unwrap_or_default();
+            if instrument(symbol).is_none() {
+                return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+            }
+            return Json(json!({"symbol": symbol, "price": MARK})).into_response();
+        }
         let params = match authenticate(inner, dialect, &request) {
             Ok(params) => params,
             Err(refused) => return refused,
@@ -1699,6 +1721,20 @@ mod mexc_futures {
         let path = request.path.clone();
         if request.method == Method::GET && path == "/api/v1/contract/ping" {
             return ok(json!(inner.now()));
+        }
+        if request.method == Method::GET && path == "/api/v1/contract/ticker" {
+            let query = request.query_params();
+            let symbol = param(&query, "symbol").unwrap_or_default();
+            if instrument(symbol)
+                .filter(|_| symbol.contains('_'))
+                .is_none()
+            {
+                return error(1001, "contract not exist");
+            }
+            let mark: f64 = MARK.parse().expect("a price");
+            return ok(
+                json!({"symbol": symbol, "lastPrice": mark, "fairPrice": mark, "indexPrice": mark}),
+            );
         }
         if request.method == Method::GET && path == "/api/v1/contract/detail" {
             let query = request.query_params();
