@@ -2,7 +2,9 @@
 //! when a limit was set after ingest took the signal or needs the ledger or the
 //! exchange's price, the daily-loss kill switch, and that a close always goes.
 
-use hoox_common::risk::{ALLOWED_SYMBOLS, MAX_DAILY_LOSS, MAX_NOTIONAL, MAX_QUANTITY};
+use hoox_common::risk::{
+    ALLOWED_SYMBOLS, MAX_DAILY_LOSS, MAX_LEVERAGE, MAX_NOTIONAL, MAX_QUANTITY,
+};
 use hoox_common::telegram::{watch_kill_switch, BotApi, Notifier};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
@@ -35,6 +37,14 @@ async fn a_signal_over_a_limit_is_refused_at_ingest_naming_the_limit_and_queues_
     let (status, envelope) = app.post(&signal("ETHUSDT")).await;
     assert_eq!(status, 400, "{envelope}");
     assert_eq!(envelope["result"]["limit"], MAX_NOTIONAL);
+
+    app.set_config(MAX_LEVERAGE, "10").await;
+    let mut levered = signal("ETHUSDT");
+    levered["quantity"] = json!(0.001);
+    levered["leverage"] = json!(20);
+    let (status, envelope) = app.post(&levered).await;
+    assert_eq!(status, 400, "{envelope}");
+    assert_eq!(envelope["result"]["limit"], MAX_LEVERAGE);
 
     // Within every limit: accepted and filled, and it is the only fill.
     let mut small = signal("ETHUSDT");
@@ -174,9 +184,14 @@ async fn a_market_orders_notional_is_checked_at_the_exchanges_price(pool: PgPool
     let over = accepted(&app, &market("BTCUSDT", 0.002)).await;
     // No price to be had for ETHUSDT: the limit cannot be checked, so it refuses.
     let unpriced = accepted(&app, &market("ETHUSDT", 0.001)).await;
+    // A close over the notional still goes.
+    let mut close = market("BTCUSDT", 0.002);
+    close["action"] = json!("CLOSE_LONG");
+    let close = accepted(&app, &close).await;
     app.start_consumer(Vec::new());
 
     app.wait_for_fill(&within).await;
+    app.wait_for_fill(&close).await;
     let connection = broker().await;
     let letters = wait_for_dead_letters(&app, &connection, 2).await;
     for id in [&over, &unpriced] {
@@ -188,7 +203,7 @@ async fn a_market_orders_notional_is_checked_at_the_exchanges_price(pool: PgPool
         let error = letter.error.clone().unwrap_or_default();
         assert!(error.contains(MAX_NOTIONAL), "{error}");
     }
-    assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM fills").await, 2);
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
