@@ -628,22 +628,25 @@ impl Bench {
             self.start_consumers(topology.queue(), count, mock).await?;
             self.wait_for_shares(topology.queue(), count, topology.partitions())
                 .await?;
+            // One order per symbol first, so that each consumer has read its
+            // instruments' rules and the exchange's clock: a consumer's first order of a
+            // symbol waits for them once in its life, which is not its rate at work.
+            progress("consumer: warming up");
+            let warm: Vec<Uuid> = symbols.iter().map(|_| Uuid::new_v4()).collect();
+            self.queue_signals(channel, &topology, &warm, &symbols)
+                .await?;
+            let links: Vec<String> = warm.iter().map(|id| link(*id)).collect();
+            let warmed = mock.wait_for(&links, Instant::now() + ORDER_WITHIN).await;
+            if warmed.iter().any(Option::is_none) {
+                bail!("{count} consumer(s) did not place the warm-up orders in time");
+            }
             progress(&format!(
                 "consumer: queueing {signals} signals over {} symbols",
                 symbols.len()
             ));
             let ids: Vec<Uuid> = (0..signals).map(|_| Uuid::new_v4()).collect();
-            // Straight into each symbol's partition, as ingest publishes them.
-            let mut by_queue: BTreeMap<String, Vec<ceilings::Outgoing>> = BTreeMap::new();
-            for (id, symbol) in ids.iter().zip(symbols.iter().cycle()) {
-                by_queue
-                    .entry(topology.queue_for(symbol))
-                    .or_default()
-                    .push(self.queue_message(*id, symbol)?);
-            }
-            for (queue, messages) in by_queue {
-                ceilings::publish(channel, &queue, messages.into_iter(), PIPELINE, None).await?;
-            }
+            self.queue_signals(channel, &topology, &ids, &symbols)
+                .await?;
 
             progress(&format!("consumer: {count} consumer(s) executing them"));
             let links: Vec<String> = ids.iter().map(|id| link(*id)).collect();
@@ -696,6 +699,28 @@ impl Bench {
             );
         }
         Ok(one)
+    }
+
+    /// Publishes a signal for each of `ids`, its symbol taken in turn from `symbols`,
+    /// straight into the symbol's partition, as ingest publishes them.
+    async fn queue_signals(
+        &self,
+        channel: &Channel,
+        topology: &Topology,
+        ids: &[Uuid],
+        symbols: &[String],
+    ) -> anyhow::Result<()> {
+        let mut by_queue: BTreeMap<String, Vec<ceilings::Outgoing>> = BTreeMap::new();
+        for (id, symbol) in ids.iter().zip(symbols.iter().cycle()) {
+            by_queue
+                .entry(topology.queue_for(symbol))
+                .or_default()
+                .push(self.queue_message(*id, symbol)?);
+        }
+        for (queue, messages) in by_queue {
+            ceilings::publish(channel, &queue, messages.into_iter(), PIPELINE, None).await?;
+        }
+        Ok(())
     }
 
     /// Waits until `count` consumers of `queue` hold all `partitions` between them,
