@@ -12,7 +12,10 @@ async fn main() -> std::process::ExitCode {
         Err(err) => {
             // An error can quote the broker, the database or the operator's input.
             eprintln!("error: {}", hoox::terminal::escape(&format!("{err:#}")));
-            std::process::ExitCode::FAILURE
+            match err.downcast_ref::<hoox::commands::Exit>() {
+                Some(exit) => std::process::ExitCode::from(exit.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
