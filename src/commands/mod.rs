@@ -21,13 +21,16 @@ use crate::{Cli, Command};
 pub struct Exit {
     /// The exit status.
     pub code: u8,
-    /// What happened, for the error line.
-    pub message: String,
+    /// What happened, for the error line; `None` when the command's output said it.
+    pub message: Option<String>,
 }
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit status {}", self.code),
+        }
     }
 }
 

@@ -403,6 +403,10 @@ pub async fn reconcile(
             },
             Err(err) => unreadable(&err),
         };
+        if venue.testnet && outcome == (Outcome::LedgerOnly { ledger_rows: 0 }) {
+            // Paper's test environment, never traded: nothing to say.
+            continue;
+        }
         if adopt {
             if let Outcome::Compared { book, lines, .. } = &mut outcome {
                 let place = Place {
@@ -899,7 +903,7 @@ pub fn render(reports: &[ExchangeReport]) -> String {
                 code,
                 error,
             } => out.push_str(&format!(
-                "{heading}: {} ({class}{}): {}; nothing compared\n",
+                "{heading}: {} ({class}{}), nothing compared: {}\n",
                 match failure {
                     Failure::Unavailable => "UNAVAILABLE",
                     Failure::Refused => "REFUSED",
@@ -990,7 +994,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         Err(err) => {
             return Err(Exit {
                 code: 2,
-                message: format!("{err:#}"),
+                message: Some(format!("{err:#}")),
             }
             .into())
         }
@@ -1008,11 +1012,12 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", render(&reports));
     }
+    // The output ends with the verdict (or holds the exit code, with --json).
     match summary.exit_code() {
         0 => Ok(()),
         code => Err(Exit {
             code,
-            message: summary.verdict(),
+            message: None,
         }
         .into()),
     }
