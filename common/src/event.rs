@@ -206,6 +206,43 @@ pub enum Event {
         /// The value before.
         previous: Option<String>,
     },
+    /// An operator took an exchange's figures for a position of the ledger
+    /// (`hoox positions reconcile --adopt`).
+    PositionAdopted {
+        /// The exchange.
+        exchange: ExchangeName,
+        /// The exchange's market (`linear`, `usdm`, `spot`, `futures`).
+        market: String,
+        /// Whether it is the testnet's.
+        testnet: bool,
+        /// The ledger's symbol.
+        symbol: String,
+        /// The ledger's figures before; `None` when the ledger had no row.
+        previous: Option<PositionFigures>,
+        /// The figures taken from the exchange.
+        adopted: PositionFigures,
+    },
+}
+
+/// A position's quantity and entry, as an adoption records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionFigures {
+    /// Signed net quantity: positive long, negative short.
+    pub quantity: Decimal,
+    /// The average entry price; `None` when flat or unknown.
+    pub avg_entry_price: Option<Decimal>,
+}
+
+impl std::fmt::Display for PositionFigures {
+    /// `0.5 @ 3000`, `0.5 @ unknown`, `0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.avg_entry_price {
+            Some(price) => write!(f, "{} @ {price}", self.quantity),
+            None if self.quantity.is_zero() => write!(f, "{}", self.quantity),
+            None => write!(f, "{} @ unknown", self.quantity),
+        }
+    }
 }
 
 impl Event {
@@ -231,6 +268,7 @@ impl Event {
             Self::KillSwitchChanged { .. } => "kill_switch_changed",
             Self::DailyLossLimitReached { .. } => "daily_loss_limit_reached",
             Self::ConfigChanged { .. } => "config_changed",
+            Self::PositionAdopted { .. } => "position_adopted",
         }
     }
 
@@ -253,7 +291,8 @@ impl Event {
             | Self::Deferred { .. }
             | Self::Replayed { .. }
             | Self::Purged { .. }
-            | Self::KillSwitchChanged { .. } => Severity::Warn,
+            | Self::KillSwitchChanged { .. }
+            | Self::PositionAdopted { .. } => Severity::Warn,
             Self::DeadLettered { .. } | Self::DailyLossLimitReached { .. } => Severity::Error,
         }
     }
@@ -376,6 +415,18 @@ impl Event {
                 Some(value) => format!("config set: {key} = {value}"),
                 None => format!("config deleted: {key}"),
             },
+            Self::PositionAdopted {
+                exchange,
+                market,
+                testnet,
+                symbol,
+                previous,
+                adopted,
+            } => format!(
+                "position adopted from {exchange} {market}{}: {symbol} {} -> {adopted}",
+                if *testnet { " testnet" } else { "" },
+                previous.map_or_else(|| "(no row)".to_owned(), |p| p.to_string()),
+            ),
         }
     }
 
@@ -447,5 +498,30 @@ mod tests {
         assert_eq!(event.context()["nextAttempt"], 2);
         assert_eq!(event.context()["delayMs"], 30_000);
         assert_eq!(event.message(), "attempt 2 in 30s");
+    }
+
+    #[test]
+    fn an_adoption_records_both_figures() {
+        let figures = |quantity: &str, price: Option<&str>| PositionFigures {
+            quantity: quantity.parse().unwrap(),
+            avg_entry_price: price.map(|p| p.parse().unwrap()),
+        };
+        let event = Event::PositionAdopted {
+            exchange: ExchangeName::Bybit,
+            market: "linear".to_owned(),
+            testnet: false,
+            symbol: "BTCUSDT".to_owned(),
+            previous: Some(figures("0.01", Some("60000"))),
+            adopted: figures("-0.02", Some("61000.5")),
+        };
+        assert_eq!(event.kind(), "position_adopted");
+        assert_eq!(event.severity(), Severity::Warn);
+        let context = event.context();
+        assert_eq!(context["previous"]["quantity"], "0.01");
+        assert_eq!(context["adopted"]["avgEntryPrice"], "61000.5");
+        assert_eq!(
+            event.message(),
+            "position adopted from bybit linear: BTCUSDT 0.01 @ 60000 -> -0.02 @ 61000.5"
+        );
     }
 }

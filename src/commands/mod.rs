@@ -15,6 +15,27 @@ pub mod trace;
 
 use crate::{Cli, Command};
 
+/// An error that sets the process's exit status: for commands whose status says more
+/// than success or failure (`hoox positions reconcile`). Any other error exits 1.
+#[derive(Debug)]
+pub struct Exit {
+    /// The exit status.
+    pub code: u8,
+    /// What happened, for the error line; `None` when the command's output said it.
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit status {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
 /// A duration in seconds as people read an age: `42s`, `7m`, `3h`, `2d`.
 pub fn age(secs: i64) -> String {
     match secs.max(0) {

@@ -30,6 +30,7 @@ mod ordering;
 mod outages;
 mod pipeline;
 mod positions;
+mod reconcile;
 mod retry;
 mod risk;
 mod secrets;

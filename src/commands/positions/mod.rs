@@ -1,5 +1,8 @@
 //! `hoox positions [--json]`: the positions ledger, per exchange, market, environment
-//! and symbol, as the consumers keep it from every fill.
+//! and symbol, as the consumers keep it from every fill; `hoox positions reconcile`
+//! compares it with what the exchanges hold.
+
+pub mod reconcile;
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -12,6 +15,7 @@ use crate::terminal;
 
 /// Arguments of `hoox positions`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct PositionsArgs {
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
@@ -19,6 +23,21 @@ pub struct PositionsArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(subcommand)]
+    pub command: Option<PositionsCommand>,
+}
+
+/// The subcommands of `hoox positions`.
+#[derive(Debug, clap::Subcommand)]
+pub enum PositionsCommand {
+    /// Compare the ledger with what each exchange holds (open futures positions, spot
+    /// balances), read with signed read-only calls; `--adopt` takes the exchange's
+    /// figures.
+    ///
+    /// Exits 0 when everything matches, 1 when a quantity differs, 2 when an exchange
+    /// could not be read (or reconcile could not run), whatever else it found.
+    Reconcile(Box<reconcile::ReconcileArgs>),
 }
 
 /// One position of the ledger.
@@ -130,8 +149,11 @@ pub fn render(rows: &[PositionRow]) -> String {
     out
 }
 
-/// Runs `hoox positions`.
+/// Runs `hoox positions` or its subcommand.
 pub async fn run(args: PositionsArgs) -> anyhow::Result<()> {
+    if let Some(PositionsCommand::Reconcile(args)) = args.command {
+        return reconcile::run(*args).await;
+    }
     let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
         .await
         .context("cannot open the database")?;
