@@ -16,7 +16,7 @@ use hoox_common::logs::{LogEntry, Worker as LogWorker};
 use hoox_common::message::{AttemptRecord, DeadReason, DecodeError, QueueMessage};
 use hoox_common::retry::{sleep_unless_cancelled, Reconnect, RetryPolicy};
 use hoox_common::runtime_config::RuntimeConfig;
-use hoox_common::signal::ExchangeName;
+use hoox_common::signal::{ExchangeName, Signal};
 use hoox_common::telegram::Notifier;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -353,11 +353,6 @@ impl Worker {
             let error = "kill switch is on; not executed".to_owned();
             return self.dead_letter(message, DeadReason::KillSwitch, error, None, logs);
         }
-        // Again here: a limit may have been set since ingest took the signal.
-        if let Err(refusal) = hoox_common::risk::check_signal(&self.config, signal) {
-            let error = format!("refused by a risk limit: {refusal}; not executed");
-            return self.dead_letter(message, DeadReason::Fatal, error, None, logs);
-        }
 
         let (exchange, source) = match self.router.route(signal) {
             Ok(route) => route,
@@ -378,53 +373,63 @@ impl Worker {
         ));
 
         let order = OrderRequest::from_message(message);
-        if !hoox_common::risk::reduces(signal) {
-            let checked = exposure::check(
-                &self.pool,
-                &self.config,
-                &self.in_flight,
-                provider.as_ref(),
-                &order,
-            )
-            .await;
-            match checked {
-                Ok(()) => {}
-                Err(refused @ Blocked::Refused(_)) => {
-                    let error = refused.to_string();
-                    return self.dead_letter(message, DeadReason::Fatal, error, None, logs);
-                }
-                Err(Blocked::Unknown(err)) => {
-                    return self.failed(message, Some(exchange), err, logs)
-                }
-            }
-        }
-        if let Some(leverage) = signal.leverage {
-            match self
-                .router
-                .ensure_leverage(provider.as_ref(), &order, leverage)
-                .await
-            {
-                Ok(true) => logs.push(log(
-                    id,
-                    Event::LeverageSet {
-                        exchange,
-                        leverage: leverage.get(),
-                    },
-                )),
-                Ok(false) => {}
-                Err(err) => return self.failed(message, Some(exchange), err, logs),
-            }
-        }
-
         let tried_before = attempt > 1 || resumed;
-        self.in_flight.add(
-            message.request_id,
-            PositionKey::of(provider.as_ref(), &order),
-            exposure::change(&order),
-        );
-        let placed = self
-            .place_once(provider.as_ref(), &order, tried_before, &mut logs)
-            .await;
+        // An attempt that may have placed the order before looks it up first: a limit
+        // set since then must not disown an order the exchange already took.
+        let found = if tried_before {
+            match provider.order_by_client_id(&order).await {
+                Ok(found) => found,
+                // Placing without knowing could trade twice: wait for the lookup.
+                Err(err) => {
+                    let err = ExchangeError {
+                        class: ErrorClass::Retryable,
+                        ..err
+                    };
+                    return self.failed(message, Some(exchange), err, logs);
+                }
+            }
+        } else {
+            None
+        };
+        let placed = match found {
+            Some(ack) => Ok((ack, true)),
+            None => {
+                match self.check_limits(signal, provider.as_ref(), &order).await {
+                    Ok(()) => {}
+                    Err(refused @ Blocked::Refused(_)) => {
+                        let error = refused.to_string();
+                        return self.dead_letter(message, DeadReason::Fatal, error, None, logs);
+                    }
+                    Err(Blocked::Unknown(err)) => {
+                        return self.failed(message, Some(exchange), err, logs)
+                    }
+                }
+                if let Some(leverage) = signal.leverage {
+                    match self
+                        .router
+                        .ensure_leverage(provider.as_ref(), &order, leverage)
+                        .await
+                    {
+                        Ok(true) => logs.push(log(
+                            id,
+                            Event::LeverageSet {
+                                exchange,
+                                leverage: leverage.get(),
+                            },
+                        )),
+                        Ok(false) => {}
+                        Err(err) => return self.failed(message, Some(exchange), err, logs),
+                    }
+                }
+                self.in_flight.add(
+                    message.request_id,
+                    PositionKey::of(provider.as_ref(), &order),
+                    exposure::change(&order),
+                );
+                self.place(provider.as_ref(), &order, tried_before, &mut logs)
+                    .await
+            }
+        };
         if placed.is_ok() {
             slot.placed();
         } else {
@@ -486,11 +491,26 @@ impl Worker {
         }
     }
 
-    /// Places `order`, or finds it: an attempt that may have placed it before (a retry,
-    /// or an attempt resumed after its consumer died) looks it up by client order id
-    /// first and places it only when the exchange has no such order. Returns the
-    /// exchange's account of the order and whether it was found rather than placed.
-    async fn place_once(
+    /// The risk limits `order` must pass before it is sent, checked again here because
+    /// a limit may have been set since ingest took the signal, and those that need the
+    /// ledger or the exchange's price. An order that only reduces passes them all.
+    async fn check_limits(
+        &self,
+        signal: &Signal,
+        provider: &dyn Exchange,
+        order: &OrderRequest,
+    ) -> Result<(), Blocked> {
+        if hoox_common::risk::reduces(signal) {
+            return Ok(());
+        }
+        hoox_common::risk::check_signal(&self.config, signal)?;
+        exposure::check(&self.pool, &self.config, &self.in_flight, provider, order).await
+    }
+
+    /// Places `order`, which a lookup did not find if it was `tried_before`. Returns
+    /// the exchange's account of the order and whether it was found rather than placed
+    /// (an ambiguous or duplicate answer is looked up).
+    async fn place(
         &self,
         provider: &dyn Exchange,
         order: &OrderRequest,
@@ -498,19 +518,6 @@ impl Worker {
         logs: &mut Vec<LogEntry>,
     ) -> Result<(OrderAck, bool), ExchangeError> {
         let id = Some(order.request_id);
-        if tried_before {
-            match provider.order_by_client_id(order).await {
-                Ok(Some(ack)) => return Ok((ack, true)),
-                Ok(None) => {}
-                // Placing without knowing could trade twice: wait for the lookup.
-                Err(err) => {
-                    return Err(ExchangeError {
-                        class: ErrorClass::Retryable,
-                        ..err
-                    })
-                }
-            }
-        }
         let err = match provider.place_order(order).await {
             Ok(ack) => return Ok((ack, false)),
             Err(err) => err,

@@ -2,6 +2,8 @@
 //! when a limit was set after ingest took the signal or needs the ledger or the
 //! exchange's price, the daily-loss kill switch, and that a close always goes.
 
+use std::time::Duration;
+
 use hoox_common::risk::{
     ALLOWED_SYMBOLS, MAX_DAILY_LOSS, MAX_LEVERAGE, MAX_NOTIONAL, MAX_QUANTITY,
 };
@@ -12,8 +14,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::exchanges::{Fault, Kind, MockExchange};
 use crate::support::telegram::{MockTelegram, CHAT, TOKEN};
-
 use crate::support::{
     accepted, broker, count, eventually, signal, wait_for_dead_letters, Options, TestApp,
 };
@@ -292,5 +294,47 @@ async fn the_days_realized_loss_beyond_its_limit_turns_the_kill_switch_on(pool: 
     let status = hoox::commands::kill_switch::status(&pool).await.unwrap();
     assert!(!status.on);
     assert_eq!(status.reason, None);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_limit_set_while_an_order_hangs_does_not_disown_it_on_the_retry(pool: PgPool) {
+    let mock = MockExchange::start(Kind::Bybit).await;
+    // Taken but never answered, and the lookup right after is down: the attempt ends
+    // not knowing, and the signal is retried.
+    mock.fail_next(&[Fault::TakeAndHang]);
+    mock.fail_next_lookups(1);
+    let bybit = crate::exchanges::provider(Kind::Bybit, &mock, Duration::from_secs(1));
+    let app = TestApp::with(
+        pool.clone(),
+        Options {
+            exchanges: vec![bybit],
+            ..Options::default()
+        },
+    )
+    .await;
+    app.ready().await;
+
+    let mut order = signal("BTCUSDT");
+    order["exchange"] = json!("bybit");
+    let id = accepted(&app, &order).await;
+    eventually("the order taken", || async {
+        (mock.orders().len() == 1).then_some(())
+    })
+    .await;
+    // While the exchange holds the answer, the order goes over a new limit.
+    app.set_config(MAX_QUANTITY, "0.001").await;
+
+    // The retry finds the order it placed instead of refusing it.
+    assert_eq!(app.wait_for_fill(&id).await, 1);
+    assert_eq!(mock.orders().len(), 1, "traded twice");
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM system_logs WHERE request_id = $1::uuid ORDER BY id")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .expect("the trail");
+    assert!(kinds.iter().any(|k| k == "order_found"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "dead_lettered"), "{kinds:?}");
     app.stop().await;
 }
