@@ -194,6 +194,25 @@ pub enum Event {
         /// The value before.
         previous: Option<String>,
     },
+    /// Someone signed in to the dashboard.
+    LoggedIn {
+        /// The client's address.
+        client: String,
+    },
+    /// A dashboard session was ended by signing out.
+    LoggedOut,
+    /// A dashboard sign-in with a wrong password was refused.
+    LoginFailed {
+        /// The client's address.
+        client: String,
+    },
+    /// A dashboard sign-in was refused unchecked: too many attempts.
+    LoginThrottled {
+        /// The client's address.
+        client: String,
+        /// Whether the limit of all clients together (else this client's) was reached.
+        global: bool,
+    },
 }
 
 impl Event {
@@ -218,6 +237,10 @@ impl Event {
             Self::Purged { .. } => "purged",
             Self::KillSwitchChanged { .. } => "kill_switch_changed",
             Self::ConfigChanged { .. } => "config_changed",
+            Self::LoggedIn { .. } => "logged_in",
+            Self::LoggedOut => "logged_out",
+            Self::LoginFailed { .. } => "login_failed",
+            Self::LoginThrottled { .. } => "login_throttled",
         }
     }
 
@@ -232,7 +255,9 @@ impl Event {
             | Self::OrderPlaced { .. }
             | Self::OrderFound { .. }
             | Self::Filled { .. }
-            | Self::ConfigChanged { .. } => Severity::Info,
+            | Self::ConfigChanged { .. }
+            | Self::LoggedIn { .. }
+            | Self::LoggedOut => Severity::Info,
             Self::OrderLookup { .. }
             | Self::AttemptFailed { .. }
             | Self::RetryScheduled { .. }
@@ -240,7 +265,9 @@ impl Event {
             | Self::Deferred { .. }
             | Self::Replayed { .. }
             | Self::Purged { .. }
-            | Self::KillSwitchChanged { .. } => Severity::Warn,
+            | Self::KillSwitchChanged { .. }
+            | Self::LoginFailed { .. }
+            | Self::LoginThrottled { .. } => Severity::Warn,
             Self::DeadLettered { .. } => Severity::Error,
         }
     }
@@ -354,6 +381,15 @@ impl Event {
                 Some(value) => format!("config set: {key} = {value}"),
                 None => format!("config deleted: {key}"),
             },
+            Self::LoggedIn { client } => format!("dashboard sign-in from {client}"),
+            Self::LoggedOut => "dashboard session signed out".to_owned(),
+            Self::LoginFailed { client } => {
+                format!("dashboard sign-in from {client} refused: wrong password")
+            }
+            Self::LoginThrottled { client, global } => format!(
+                "dashboard sign-in from {client} refused unchecked: too many attempts {}",
+                if *global { "from all clients" } else { "from this client" }
+            ),
         }
     }
 
