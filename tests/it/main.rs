@@ -14,6 +14,7 @@ mod cluster;
 mod config;
 mod connections;
 mod crash;
+mod dashboard;
 mod database;
 mod deployment;
 mod dlq;

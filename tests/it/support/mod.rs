@@ -3,6 +3,7 @@
 //! RabbitMQ cluster of three nodes that can lose one.
 
 pub mod cluster;
+pub mod dashboard;
 pub mod exchanges;
 pub mod ledger;
 pub mod overlaps;
