@@ -10,6 +10,7 @@
 )]
 
 mod batching;
+mod browser;
 mod cluster;
 mod config;
 mod connections;

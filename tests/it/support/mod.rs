@@ -2,6 +2,7 @@
 //! queue, waiting helpers with deadlines, a broker proxy that can fail on demand, and a
 //! RabbitMQ cluster of three nodes that can lose one.
 
+pub mod browser;
 pub mod cluster;
 pub mod dashboard;
 pub mod exchanges;
