@@ -25,8 +25,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run ingest and consumer (and the Telegram bot, when configured) in one process,
-    /// on local defaults (paper trading).
+    /// Run ingest, consumer and the dashboard (and the Telegram bot, when configured) in
+    /// one process, on local defaults (paper trading).
     ///
     /// Prints the webhook URL and a ready-to-paste curl command. Stops on Ctrl-C after
     /// finishing the batch in flight.

@@ -76,7 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })?;
 
     let url = format!("http://{}/webhook", args.ingest.ingest_addr);
-    println!("hoox is running: ingest and consumer in one process (Ctrl-C stops it)");
+    println!("hoox is running: ingest, consumer and dashboard in one process (Ctrl-C stops it)");
     println!("  webhook URL: {url}");
     if args.ingest.webhook_api_key.is_none() {
         println!("  API key:     {shown_key}   (made for this run; set HOOX_WEBHOOK_API_KEY to keep one)");

@@ -683,6 +683,7 @@ pub fn spawn_hoox_at(app: &TestApp) -> (tokio::process::Child, String) {
         .arg("run")
         .env("HOOX_INGEST_ADDR", &ingest_addr)
         .env("HOOX_CONSUMER_ADDR", free_addr())
+        .env("HOOX_DASHBOARD_ADDR", free_addr())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
