@@ -78,20 +78,15 @@ struct ListPage {
 /// Every dead letter, read and handed back in place.
 async fn read(dashboard: &Dashboard) -> anyhow::Result<Vec<DeadLetter>> {
     let connection = dashboard.broker().await?;
-    let result = async {
-        let read = DlqRead::open(
-            &connection,
-            &dashboard.inner.topology,
-            dashboard.inner.internal_key.as_ref(),
-        )
-        .await?;
-        let letters = read.letters.clone();
-        read.finish().await?;
-        Ok(letters)
-    }
-    .await;
-    let _ = connection.close(200, "done".into()).await;
-    result
+    let read = DlqRead::open(
+        &connection,
+        &dashboard.inner.topology,
+        dashboard.inner.internal_key.as_ref(),
+    )
+    .await?;
+    let letters = read.letters.clone();
+    read.finish().await?;
+    Ok(letters)
 }
 
 /// `GET /dead-letters`.
@@ -218,7 +213,7 @@ pub(super) async fn replay(
         Some(request_id),
     )
     .await;
-    let _ = connection.close(200, "done".into()).await;
+    drop(connection);
     replayed.map_err(|err| PageError::new(StatusCode::CONFLICT, format!("{err:#}")))?;
     Ok(Redirect::to(&format!("/signals?request_id={request_id}")).into_response())
 }
@@ -314,7 +309,7 @@ pub(super) async fn purge(
         },
     )
     .await;
-    let _ = connection.close(200, "done".into()).await;
+    drop(connection);
     purged?;
     if changed {
         return Err(PageError::new(

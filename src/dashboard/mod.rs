@@ -22,7 +22,8 @@ mod positions;
 mod signals;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -53,7 +54,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8088";
 const BODY_LIMIT: usize = 64 * 1024;
 /// Longest time a request may take before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a health report is reused: it costs a broker and a database connection.
+/// How old a health report may be before the next request has it checked again (in
+/// the background: a check costs a broker and a database connection, more than a page
+/// may take).
 const HEALTH_TTL: Duration = Duration::from_secs(2);
 
 /// How the dashboard listens and keeps sessions; read by `hoox dashboard` and `hoox run`.
@@ -114,7 +117,14 @@ struct Inner {
     internal_key: Option<SecretString>,
     health: HealthArgs,
     auth: auth::Auth,
-    health_cache: tokio::sync::Mutex<Option<(Instant, Arc<Report>)>>,
+    /// The broker connection of the dead-letter pages, opened on first use. Its lock
+    /// also runs one DLQ read or change at a time: two reads at once would each see
+    /// only the letters the other had not taken.
+    broker: tokio::sync::Mutex<Option<Connection>>,
+    /// The last health report and when it was made.
+    health_cache: std::sync::Mutex<Option<(Instant, Arc<Report>)>>,
+    /// Whether a health check runs in the background now.
+    health_refreshing: AtomicBool,
     /// Cancelled when the server stops, so that live streams end.
     shutdown: CancellationToken,
 }
@@ -143,7 +153,9 @@ impl Dashboard {
                     Duration::from_secs(u64::from(settings.dashboard_idle_minutes) * 60),
                     Duration::from_secs(u64::from(settings.dashboard_session_hours) * 3600),
                 ),
-                health_cache: tokio::sync::Mutex::new(None),
+                broker: tokio::sync::Mutex::new(None),
+                health_cache: std::sync::Mutex::new(None),
+                health_refreshing: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -153,23 +165,49 @@ impl Dashboard {
         &self.inner.pool
     }
 
-    /// A broker connection for one request (the dead letters pages).
-    async fn broker(&self) -> anyhow::Result<Connection> {
-        amqp::connect(&self.inner.amqp_url, "hoox-dashboard")
-            .await
-            .context("cannot connect to the message broker")
+    /// The broker connection, (re)connected if need be, held until the guard drops.
+    async fn broker(&self) -> anyhow::Result<tokio::sync::MappedMutexGuard<'_, Connection>> {
+        let mut slot = self.inner.broker.lock().await;
+        if !slot.as_ref().is_some_and(|c| c.status().connected()) {
+            let connection = amqp::connect(&self.inner.amqp_url, "hoox-dashboard")
+                .await
+                .context("cannot connect to the message broker")?;
+            *slot = Some(connection);
+        }
+        tokio::sync::MutexGuard::try_map(slot, Option::as_mut)
+            .map_err(|_| anyhow::anyhow!("the broker connection is gone"))
     }
 
-    /// The health report, at most [`HEALTH_TTL`] old.
+    /// The latest health report. One older than [`HEALTH_TTL`] is still given, and a
+    /// new check starts in the background; only the first request waits for one.
     async fn health(&self) -> Arc<Report> {
-        let mut cached = self.inner.health_cache.lock().await;
-        if let Some((at, report)) = cached.as_ref() {
-            if at.elapsed() < HEALTH_TTL {
-                return Arc::clone(report);
-            }
+        let cached = self
+            .inner
+            .health_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some((at, report)) = cached else {
+            return self.check_health().await;
+        };
+        if at.elapsed() >= HEALTH_TTL && !self.inner.health_refreshing.swap(true, Ordering::SeqCst)
+        {
+            let dashboard = self.clone();
+            tokio::spawn(async move {
+                dashboard.check_health().await;
+            });
         }
+        report
+    }
+
+    async fn check_health(&self) -> Arc<Report> {
         let report = Arc::new(health::inspect(&self.inner.health, false).await);
-        *cached = Some((Instant::now(), Arc::clone(&report)));
+        *self
+            .inner
+            .health_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), Arc::clone(&report)));
+        self.inner.health_refreshing.store(false, Ordering::SeqCst);
         report
     }
 }
@@ -297,13 +335,17 @@ pub async fn serve(
     token: CancellationToken,
 ) -> std::io::Result<()> {
     let streams = dashboard.inner.shutdown.clone();
-    let app = router(dashboard).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    let app = router(dashboard.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             token.cancelled().await;
             streams.cancel();
         })
-        .await
+        .await;
+    if let Some(connection) = dashboard.inner.broker.lock().await.take() {
+        let _ = connection.close(200, "done".into()).await;
+    }
+    served
 }
 
 /// Refuses to listen beyond loopback without a password.
