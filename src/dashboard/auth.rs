@@ -3,7 +3,7 @@
 //! One password (`HOOX_DASHBOARD_PASSWORD`), compared in constant time by its SHA-256.
 //! Sign-in attempts are rate limited per client address and for all clients together,
 //! before the password is looked at; a refused attempt is recorded as a typed event
-//! (`login_failed`, `login_throttled`). A session is a random id in the `hoox_session`
+//! (`login_failed`, and `login_throttled` up to ten a minute). A session is a random id in the `hoox_session`
 //! cookie (`HttpOnly`, `SameSite=Strict`, `Secure` over HTTPS); the database keeps only
 //! its SHA-256, its CSRF token and its times, so sessions survive a restart and are
 //! shared by every dashboard on the database. A session ends after
@@ -43,6 +43,9 @@ pub(super) const COOKIE: &str = "hoox_session";
 const PER_CLIENT_PER_MINUTE: u32 = 5;
 /// Sign-in attempts all clients together may make per minute.
 const GLOBAL_PER_MINUTE: u32 = 30;
+/// Throttled attempts recorded per minute, in all: a flood of sign-ins must not become
+/// a flood of audit rows.
+const THROTTLED_RECORDED_PER_MINUTE: u32 = 10;
 
 /// The password and the session rules.
 pub(super) struct Auth {
@@ -52,6 +55,7 @@ pub(super) struct Auth {
     lifetime: Duration,
     per_client: DefaultKeyedRateLimiter<IpAddr>,
     global: DefaultDirectRateLimiter,
+    throttled_records: DefaultDirectRateLimiter,
 }
 
 /// A live session, handed to every protected handler.
@@ -84,6 +88,7 @@ impl Auth {
             lifetime,
             per_client: RateLimiter::keyed(per_minute(PER_CLIENT_PER_MINUTE)),
             global: RateLimiter::direct(per_minute(GLOBAL_PER_MINUTE)),
+            throttled_records: RateLimiter::direct(per_minute(THROTTLED_RECORDED_PER_MINUTE)),
         }
     }
 
@@ -311,7 +316,9 @@ pub(super) async fn login(
     };
     auth.per_client.retain_recent();
     if let Some(global) = throttled {
-        record(pool, Event::LoginThrottled { client, global }).await?;
+        if auth.throttled_records.check().is_ok() {
+            record(pool, Event::LoginThrottled { client, global }).await?;
+        }
         return Ok(login_response(
             StatusCode::TOO_MANY_REQUESTS,
             next,

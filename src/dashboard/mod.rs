@@ -349,7 +349,7 @@ pub async fn serve(
 }
 
 /// Refuses to listen beyond loopback without a password.
-pub fn check_password(settings: &DashboardSettings) -> anyhow::Result<()> {
+fn check_password(settings: &DashboardSettings) -> anyhow::Result<()> {
     if settings.dashboard_password.is_none() && !settings.dashboard_addr.ip().is_loopback() {
         bail!(
             "HOOX_DASHBOARD_PASSWORD is required: the dashboard listens on {}, beyond this machine",
