@@ -702,3 +702,82 @@ async fn logs_are_filtered_like_logs_tail_and_streamed_live(pool: PgPool) {
     dashboard.stop().await;
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn hoox_dashboard_refuses_to_listen_beyond_loopback_without_a_password(pool: PgPool) {
+    let app = TestApp::ingest_only(pool).await;
+    let port = crate::support::free_addr();
+    let port = port.rsplit_once(':').unwrap().1;
+    let output = app
+        .hoox()
+        .arg("dashboard")
+        .env("HOOX_DASHBOARD_ADDR", format!("0.0.0.0:{port}"))
+        .env_remove("HOOX_DASHBOARD_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("HOOX_DASHBOARD_PASSWORD is required"),
+        "{stderr}"
+    );
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn hoox_run_without_a_password_makes_one_prints_it_and_the_dashboard_takes_it(pool: PgPool) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::ingest_only(pool).await;
+    let dashboard_addr = crate::support::free_addr();
+    let mut run = app
+        .hoox()
+        .arg("run")
+        .env("HOOX_INGEST_ADDR", crate::support::free_addr())
+        .env("HOOX_CONSUMER_ADDR", crate::support::free_addr())
+        .env("HOOX_DASHBOARD_ADDR", &dashboard_addr)
+        .env_remove("HOOX_DASHBOARD_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let password = tokio::time::timeout(crate::support::DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            shown.push(line.clone());
+            if let Some(rest) = line.trim().strip_prefix("password:") {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("hoox run prints its dashboard")
+    .expect("a password line");
+    assert!(password.len() >= 32, "a long random password: {shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.contains(&format!("http://{dashboard_addr}"))),
+        "{shown:?}"
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = eventually("hoox run's dashboard to take its password", || async {
+        let response = http
+            .post(format!("http://{dashboard_addr}/login"))
+            .form(&[("password", password.as_str())])
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    })
+    .await;
+    assert_eq!(signed_in, 303);
+    let _ = run.kill().await;
+    app.stop().await;
+}
