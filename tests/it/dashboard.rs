@@ -781,3 +781,55 @@ async fn hoox_run_without_a_password_makes_one_prints_it_and_the_dashboard_takes
     let _ = run.kill().await;
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn assets_are_embedded_and_pages_forbid_framing_and_foreign_scripts(pool: PgPool) {
+    let app = TestApp::ingest_only(pool).await;
+    let dashboard = TestDashboard::start(&app).await;
+    let (status, login) = dashboard.page("/login", None).await;
+    assert_eq!(status, 200);
+    let mut assets: Vec<String> = [
+        "/assets/htmx-2.0.11.min.js",
+        "/assets/htmx-ext-sse-2.2.4.min.js",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let style = login
+        .split('"')
+        .find(|part| part.starts_with("/assets/dashboard-") && part.ends_with(".css"))
+        .expect("the page links its stylesheet");
+    assets.push(style.to_owned());
+    for asset in &assets {
+        assert!(login.contains(asset.as_str()), "{asset} linked");
+        let response = dashboard.get(asset, None).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let cache = response.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cache.contains("immutable"), "{asset}: {cache}");
+        assert!(!response.bytes().await.unwrap().is_empty());
+    }
+    let (status, _) = dashboard.page("/assets/other.js", None).await;
+    assert_eq!(status, 404);
+
+    let session = dashboard.login().await;
+    let response = dashboard
+        .get("/config/edit?key=paper:latency_ms", Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"id="config-form""#));
+    dashboard.stop().await;
+    app.stop().await;
+}
