@@ -2,6 +2,7 @@
 //! follow a signal through the system.
 
 pub mod commands;
+pub mod dashboard;
 pub mod terminal;
 
 use clap::{Parser, Subcommand};
@@ -24,8 +25,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run ingest and consumer (and the Telegram bot, when configured) in one process,
-    /// on local defaults (paper trading).
+    /// Run ingest, consumer and the dashboard (and the Telegram bot, when configured) in
+    /// one process, on local defaults (paper trading).
     ///
     /// Prints the webhook URL and a ready-to-paste curl command. Stops on Ctrl-C after
     /// finishing the batch in flight.
@@ -62,6 +63,12 @@ pub enum Command {
     /// Run exactly one (or `hoox run` with Telegram configured, which runs it inside).
     /// Stops on Ctrl-C or SIGTERM.
     Bot(Box<commands::bot::BotArgs>),
+    /// The web dashboard (Command Center) on HOOX_DASHBOARD_ADDR: health, kill switch,
+    /// signals, fills, positions, dead letters, config and live logs.
+    ///
+    /// Needs HOOX_DASHBOARD_PASSWORD on an address beyond loopback. Stops on Ctrl-C or
+    /// SIGTERM.
+    Dashboard(Box<dashboard::DashboardArgs>),
     /// Measure this machine's ceilings and how much of them hoox gets: ingest's
     /// webhooks/s and latency, signal-to-order latency, the consumer's orders/s with 1,
     /// 2 and 4 consumers, and peak memory.

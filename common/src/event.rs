@@ -222,6 +222,25 @@ pub enum Event {
         /// The figures taken from the exchange.
         adopted: PositionFigures,
     },
+    /// Someone signed in to the dashboard.
+    LoggedIn {
+        /// The client's address.
+        client: String,
+    },
+    /// A dashboard session was ended by signing out.
+    LoggedOut,
+    /// A dashboard sign-in with a wrong password was refused.
+    LoginFailed {
+        /// The client's address.
+        client: String,
+    },
+    /// A dashboard sign-in was refused unchecked: too many attempts.
+    LoginThrottled {
+        /// The client's address.
+        client: String,
+        /// Whether the limit of all clients together (else this client's) was reached.
+        global: bool,
+    },
 }
 
 /// A position's quantity and entry, as an adoption records them.
@@ -269,6 +288,10 @@ impl Event {
             Self::DailyLossLimitReached { .. } => "daily_loss_limit_reached",
             Self::ConfigChanged { .. } => "config_changed",
             Self::PositionAdopted { .. } => "position_adopted",
+            Self::LoggedIn { .. } => "logged_in",
+            Self::LoggedOut => "logged_out",
+            Self::LoginFailed { .. } => "login_failed",
+            Self::LoginThrottled { .. } => "login_throttled",
         }
     }
 
@@ -283,7 +306,9 @@ impl Event {
             | Self::OrderPlaced { .. }
             | Self::OrderFound { .. }
             | Self::Filled { .. }
-            | Self::ConfigChanged { .. } => Severity::Info,
+            | Self::ConfigChanged { .. }
+            | Self::LoggedIn { .. }
+            | Self::LoggedOut => Severity::Info,
             Self::OrderLookup { .. }
             | Self::AttemptFailed { .. }
             | Self::RetryScheduled { .. }
@@ -292,7 +317,9 @@ impl Event {
             | Self::Replayed { .. }
             | Self::Purged { .. }
             | Self::KillSwitchChanged { .. }
-            | Self::PositionAdopted { .. } => Severity::Warn,
+            | Self::PositionAdopted { .. }
+            | Self::LoginFailed { .. }
+            | Self::LoginThrottled { .. } => Severity::Warn,
             Self::DeadLettered { .. } | Self::DailyLossLimitReached { .. } => Severity::Error,
         }
     }
@@ -426,6 +453,15 @@ impl Event {
                 "position adopted from {exchange} {market}{}: {symbol} {} -> {adopted}",
                 if *testnet { " testnet" } else { "" },
                 previous.map_or_else(|| "(no row)".to_owned(), |p| p.to_string()),
+            ),
+            Self::LoggedIn { client } => format!("dashboard sign-in from {client}"),
+            Self::LoggedOut => "dashboard session signed out".to_owned(),
+            Self::LoginFailed { client } => {
+                format!("dashboard sign-in from {client} refused: wrong password")
+            }
+            Self::LoginThrottled { client, global } => format!(
+                "dashboard sign-in from {client} refused unchecked: too many attempts {}",
+                if *global { "from all clients" } else { "from this client" }
             ),
         }
     }

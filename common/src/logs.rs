@@ -18,6 +18,8 @@ pub enum Worker {
     Consumer,
     /// The operator CLI.
     Cli,
+    /// The web dashboard.
+    Dashboard,
 }
 
 impl Worker {
@@ -27,6 +29,7 @@ impl Worker {
             Self::Ingest => "ingest",
             Self::Consumer => "consumer",
             Self::Cli => "cli",
+            Self::Dashboard => "dashboard",
         }
     }
 }

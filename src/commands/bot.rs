@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::dlq::DlqRead;
 use super::{kill_switch, positions, report, trace};
+use hoox_common::logs::Worker;
 
 /// How long one `getUpdates` call waits for a message.
 const POLL_WAIT: Duration = Duration::from_secs(25);
@@ -181,7 +182,7 @@ impl Bot {
     }
 
     async fn kill_switch(&self, on: bool) -> anyhow::Result<String> {
-        kill_switch::set(&self.pool, on).await?;
+        kill_switch::set(&self.pool, Worker::Cli, on).await?;
         tracing::info!(on, "kill switch set from Telegram");
         Ok(if on {
             "kill switch ON: trading is halted".to_owned()

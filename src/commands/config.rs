@@ -57,7 +57,7 @@ pub enum ConfigCommand {
 
 /// How a stored value is shown, control characters escaped: a webhook key's digest is
 /// not the key, but it is shown as what it is.
-fn shown(key: &str, value: &str) -> String {
+pub fn shown(key: &str, value: &str) -> String {
     let value = escape(value);
     if key == WEBHOOK_API_KEY {
         format!("{value} (digest; the key itself is not stored)")
@@ -91,9 +91,10 @@ pub async fn get(pool: &PgPool, key: &str) -> Result<Option<String>, sqlx::Error
 }
 
 /// Writes `value` under `key` (or removes `key` when `None`) and records the change as
-/// an event in `system_logs`, in one transaction; gives the previous value.
+/// an event of `worker` in `system_logs`, in one transaction; gives the previous value.
 pub async fn write(
     pool: &PgPool,
+    worker: Worker,
     key: &str,
     value: Option<&str>,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -141,7 +142,7 @@ pub async fn write(
             previous: previous.as_deref().map(|v| audited(key, v)),
         }
     };
-    let entry = LogEntry::now(Worker::Cli, None, event);
+    let entry = LogEntry::now(worker, None, event);
     insert_logs(&mut *tx, &[entry]).await?;
     tx.commit().await?;
     Ok(previous)
@@ -190,7 +191,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
         },
         ConfigCommand::Set { key: raw, value } => {
             let setting = validate(&raw, &value).map_err(anyhow::Error::msg)?;
-            write(&pool, &setting.key, Some(&setting.value)).await?;
+            write(&pool, Worker::Cli, &setting.key, Some(&setting.value)).await?;
             println!(
                 "{} = {}",
                 escape(&setting.key),
@@ -201,7 +202,7 @@ pub async fn run(mut args: ConfigArgs) -> anyhow::Result<()> {
             if get(&pool, &key).await?.is_none() {
                 bail!("{key} is not set");
             }
-            write(&pool, &key, None).await?;
+            write(&pool, Worker::Cli, &key, None).await?;
             println!("{} deleted; its default applies", escape(&key));
         }
     }

@@ -182,13 +182,15 @@ impl DlqRead {
     }
 }
 
-/// Replays the dead letter of `request_id`, or every verifiable one; returns the
-/// replayed messages and, with `all`, the dead letters that could not be verified.
+/// Replays the dead letter of `request_id`, or every verifiable one, recording each as
+/// done by `worker`; returns the replayed messages and, with `all`, the dead letters
+/// that could not be verified.
 pub async fn replay(
     connection: &Connection,
     topology: &Topology,
     key: &SecretString,
     pool: &PgPool,
+    worker: Worker,
     request_id: Option<Uuid>,
 ) -> anyhow::Result<(Vec<QueueMessage>, usize)> {
     hoox_common::partitions::check(pool, topology).await?;
@@ -235,7 +237,7 @@ pub async fn replay(
         .iter()
         .map(|(message, reason)| {
             LogEntry::now(
-                Worker::Cli,
+                worker,
                 Some(message.request_id),
                 Event::Replayed {
                     reason: reason.clone(),
@@ -254,11 +256,12 @@ pub async fn replay(
 }
 
 /// Deletes the dead letters dead for longer than `older_than` (all without it) for
-/// which `confirm` says yes; returns how many.
+/// which `confirm` says yes, recording each as done by `worker`; returns how many.
 pub async fn purge(
     connection: &Connection,
     topology: &Topology,
     pool: &PgPool,
+    worker: Worker,
     older_than: Option<Duration>,
     confirm: impl FnOnce(&[&DeadLetter]) -> bool,
 ) -> anyhow::Result<usize> {
@@ -282,7 +285,7 @@ pub async fn purge(
         .iter()
         .map(|l| {
             LogEntry::now(
-                Worker::Cli,
+                worker,
                 l.request_id,
                 Event::Purged {
                     reason: l.reason.clone(),
@@ -333,7 +336,8 @@ pub fn render_list(letters: &[DeadLetter]) -> String {
     out
 }
 
-fn render_show(letter: &DeadLetter) -> String {
+/// One dead letter in full, for people.
+pub fn render_show(letter: &DeadLetter) -> String {
     let mut out = format!(
         "request id:  {}\nreason:      {}\nerror:       {}\nattempts:    {}\ndead since:  {}\nsignature:   {}\n",
         letter.request_id.map_or("-".to_owned(), |id| id.to_string()),
@@ -427,6 +431,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     &topology,
                     key,
                     &pool,
+                    Worker::Cli,
                     request_id.filter(|_| !all),
                 )
                 .await?;
@@ -448,7 +453,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 let pool = hoox_common::db::connect_existing(&args.database.database_url, 1)
                     .await
                     .context("cannot open the database")?;
-                let purged = purge(&connection, &topology, &pool, older_than, |letters| {
+                let purged = purge(&connection, &topology, &pool, Worker::Cli, older_than, |letters| {
                     print!(
                         "{}",
                         render_list(&letters.iter().map(|l| (*l).clone()).collect::<Vec<_>>())

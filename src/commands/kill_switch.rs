@@ -4,6 +4,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hoox_common::config::DatabaseArgs;
 use hoox_common::kill_switch;
+use hoox_common::logs::Worker;
 use hoox_common::runtime_config::{is_on, KILL_SWITCH};
 use sqlx::PgPool;
 
@@ -100,10 +101,11 @@ pub fn render(status: &Status) -> String {
     out
 }
 
-/// Sets the kill switch and records who did it in `system_logs`, in one transaction.
-pub async fn set(pool: &PgPool, on: bool) -> Result<(), sqlx::Error> {
+/// Sets the kill switch and records that `worker` did it in `system_logs`, in one
+/// transaction.
+pub async fn set(pool: &PgPool, worker: Worker, on: bool) -> Result<(), sqlx::Error> {
     let value = if on { "true" } else { "false" };
-    super::config::write(pool, KILL_SWITCH, Some(value))
+    super::config::write(pool, worker, KILL_SWITCH, Some(value))
         .await
         .map(drop)
 }
@@ -115,8 +117,8 @@ pub async fn run(args: KillSwitchArgs) -> anyhow::Result<()> {
         .context("cannot open the database")?;
     match args.command {
         KillSwitchCommand::Show => {}
-        KillSwitchCommand::On => set(&pool, true).await?,
-        KillSwitchCommand::Off => set(&pool, false).await?,
+        KillSwitchCommand::On => set(&pool, Worker::Cli, true).await?,
+        KillSwitchCommand::Off => set(&pool, Worker::Cli, false).await?,
     }
     print!("{}", render(&status(&pool).await?));
     Ok(())

@@ -145,7 +145,7 @@ impl Filter {
 /// `horizon`. Rows of transactions from the horizon on that were already read are
 /// remembered, so none is printed twice; older ones can no longer appear.
 #[derive(Debug)]
-struct Cursor {
+pub struct Cursor {
     /// The snapshot xmin of the last read, as a number (`xid8` fits in a bigint).
     horizon: i64,
     /// `(writing transaction, id)` of the rows read whose transaction is at or past the
@@ -182,7 +182,7 @@ async fn written_since(
 
 /// The newest `limit` rows matching `filter`, oldest first, and the cursor a follow
 /// continues from: everything committed now counts as read.
-async fn newest(
+pub async fn newest(
     pool: &PgPool,
     filter: &Filter,
     limit: u32,
@@ -203,7 +203,7 @@ async fn newest(
 
 /// The rows matching `filter` committed since `cursor` last read, in id order, and the
 /// cursor moved past them.
-async fn next(
+pub async fn next(
     pool: &PgPool,
     filter: &Filter,
     cursor: &mut Cursor,
@@ -232,6 +232,25 @@ async fn next(
     cursor.read = cursor.read.split_off(&(horizon, i64::MIN));
     cursor.horizon = horizon;
     Ok(fresh)
+}
+
+/// Up to `limit` rows matching `filter` with an id below `before`, newest first: the
+/// page after one that ended at `before`.
+pub async fn older(
+    pool: &PgPool,
+    filter: &Filter,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<LogRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT l.* FROM system_logs l WHERE l.id < $5 AND {FILTER_SQL} ORDER BY l.id DESC LIMIT $6"
+    );
+    filter
+        .bind(sqlx::query_as(&sql))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
 }
 
 /// A row and the transaction that wrote it.
@@ -307,7 +326,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
 }
 
 /// The moment `duration` before now; the dawn of time for a duration longer than that.
-fn ago(duration: Duration) -> DateTime<Utc> {
+pub fn ago(duration: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(duration)
         .ok()
         .and_then(|d| Utc::now().checked_sub_signed(d))

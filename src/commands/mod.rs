@@ -60,6 +60,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args).await,
         Command::Health(args) => health::run(*args).await,
         Command::Bot(args) => bot::run(*args).await,
+        Command::Dashboard(args) => crate::dashboard::run(*args).await,
         Command::Bench(args) => bench::run(*args).await,
     }
 }

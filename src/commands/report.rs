@@ -173,7 +173,7 @@ fn fields(row: &ReportRow, no_fee: &str) -> [String; 9] {
 
 /// One CSV field, quoted as RFC 4180 says when it holds a comma, a quote or a line
 /// break (a quote inside is doubled).
-fn csv_field(text: &str) -> String {
+pub fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

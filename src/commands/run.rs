@@ -1,13 +1,15 @@
-//! `hoox run`: ingest and consumer in one process, for a laptop, and the Telegram bot
-//! when it is configured.
+//! `hoox run`: ingest and consumer in one process, for a laptop, the dashboard, and the
+//! Telegram bot when it is configured.
 
 use anyhow::Context;
-use hoox_common::config::ServiceArgs;
+use hoox_common::config::{InternalKeyArgs, ServiceArgs};
 use hoox_common::runtime_config::check_api_key;
 use hoox_consumer::config::ConsumerArgs;
 use hoox_ingest::config::IngestArgs;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
+
+use crate::dashboard::{self, DashboardArgs, DashboardSettings};
 
 /// Arguments of `hoox run`.
 #[derive(Debug, clap::Args)]
@@ -20,10 +22,13 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub service: ServiceArgs,
+
+    #[command(flatten)]
+    pub dashboard: DashboardSettings,
 }
 
 /// A random 64-hex-digit secret for a local run.
-fn generate_secret() -> String {
+pub fn generate_secret() -> String {
     format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -54,8 +59,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| SecretString::from(generate_secret()));
 
+    let (dashboard_password, shown_password) = match &args.dashboard.dashboard_password {
+        Some(password) => (password.clone(), "$HOOX_DASHBOARD_PASSWORD".to_owned()),
+        None => {
+            let password = generate_secret();
+            (SecretString::from(password.clone()), password)
+        }
+    };
+    let dashboard_listener = tokio::net::TcpListener::bind(args.dashboard.dashboard_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "dashboard: cannot listen on {}",
+                args.dashboard.dashboard_addr
+            )
+        })?;
+
     let url = format!("http://{}/webhook", args.ingest.ingest_addr);
-    println!("hoox is running: ingest and consumer in one process (Ctrl-C stops it)");
+    println!("hoox is running: ingest, consumer and dashboard in one process (Ctrl-C stops it)");
     println!("  webhook URL: {url}");
     if args.ingest.webhook_api_key.is_none() {
         println!("  API key:     {shown_key}   (made for this run; set HOOX_WEBHOOK_API_KEY to keep one)");
@@ -65,6 +86,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "    curl -sS -X POST {url} -H 'Content-Type: text/plain' \\\n      -d '{{\"apiKey\":\"{shown_key}\",\"action\":\"LONG\",\"symbol\":\"BTCUSDT\",\"quantity\":0.001,\"price\":68000}}'"
     );
     println!("  then follow it: hoox trace <requestId>");
+    println!("  dashboard:   http://{}", dashboard_listener.local_addr()?);
+    if args.dashboard.dashboard_password.is_none() {
+        println!("  password:    {shown_password}   (made for this run; set HOOX_DASHBOARD_PASSWORD to keep one)");
+    }
 
     let mut ingest = {
         let (args, service, token) = (args.ingest.clone(), args.service.clone(), token.clone());
@@ -95,6 +120,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
     });
+    // The dashboard is no half of the pipeline either: if it stops, trading goes on.
+    let dashboard = {
+        let settings = DashboardArgs {
+            settings: args.dashboard.clone(),
+            amqp: args.service.amqp.clone(),
+            database: args.service.database.clone(),
+            internal_key: InternalKeyArgs {
+                internal_key: Some(internal_key.clone()),
+            },
+            keys: args.consumer.exchanges.clone(),
+        };
+        let token = token.clone();
+        tokio::spawn(async move {
+            let pool =
+                hoox_common::db::connect_with_retry(&settings.database.database_url, 4, &token)
+                    .await;
+            let Some(pool) = pool else { return };
+            let served = dashboard::serve(
+                dashboard_listener,
+                dashboard::Dashboard::new(pool, &settings, &dashboard_password),
+                token,
+            )
+            .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "dashboard stopped");
+            }
+        })
+    };
     let mut consumer = {
         let (args, service, token) = (args.consumer.clone(), args.service.clone(), token.clone());
         tokio::spawn(async move { hoox_consumer::run(&args, &service, internal_key, token).await })
@@ -110,5 +163,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(bot) = bot {
         bot.await.context("bot task")?;
     }
+    dashboard.await.context("dashboard task")?;
     first.and(second)
 }

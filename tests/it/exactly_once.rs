@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hoox::commands::dlq;
+use hoox_common::logs::Worker;
 use hoox_consumer::exchange::Exchange;
 use hoox_consumer::store::{self, Claim};
 use hoox_consumer::worker::{Batch, Incoming, Slot};
@@ -162,6 +163,7 @@ async fn a_dead_letter_copied_back_to_the_main_queue_runs_only_through_replay(po
         &app.topology,
         &key,
         &pool,
+        Worker::Cli,
         Some(message.request_id),
     )
     .await
@@ -261,6 +263,7 @@ async fn a_dead_letter_whose_signal_already_filled_is_never_replayed(pool: PgPoo
         &app.topology,
         &key,
         &pool,
+        Worker::Cli,
         Some(message.request_id),
     )
     .await;
@@ -268,9 +271,10 @@ async fn a_dead_letter_whose_signal_already_filled_is_never_replayed(pool: PgPoo
         named.is_err(),
         "replaying a filled signal's copy is refused"
     );
-    let (replayed, skipped) = dlq::replay(&connection, &app.topology, &key, &pool, None)
-        .await
-        .unwrap();
+    let (replayed, skipped) =
+        dlq::replay(&connection, &app.topology, &key, &pool, Worker::Cli, None)
+            .await
+            .unwrap();
     assert_eq!((replayed.len(), skipped), (0, 1));
     assert_eq!(
         wait_for_dead_letters(&app, &connection, 1).await.len(),

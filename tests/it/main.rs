@@ -10,10 +10,12 @@
 )]
 
 mod batching;
+mod browser;
 mod cluster;
 mod config;
 mod connections;
 mod crash;
+mod dashboard;
 mod database;
 mod deployment;
 mod dlq;

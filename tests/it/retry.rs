@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hoox::commands::dlq;
+use hoox_common::logs::Worker;
 use hoox_common::retry::RetryPolicy;
 use hoox_common::runtime_config::KILL_SWITCH;
 use hoox_common::signal::{ExchangeName, Leverage};
@@ -231,6 +232,7 @@ async fn fatal_reject_is_dead_lettered_at_once_and_replay_after_the_fix_fills_it
         &app.topology,
         &key,
         &pool,
+        Worker::Cli,
         Some(id.parse().unwrap()),
     )
     .await
@@ -349,6 +351,7 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
         &app.topology,
         &key,
         &pool,
+        Worker::Cli,
         Some(ids[1].parse().unwrap()),
     )
     .await
@@ -361,20 +364,28 @@ async fn dlq_list_show_replay_and_purge_work_while_a_consumer_runs(pool: PgPool)
         &connection,
         &app.topology,
         &pool,
+        Worker::Cli,
         Some(Duration::from_secs(3600)),
         |_| true,
     )
     .await
     .unwrap();
     assert_eq!(fresh_only, 0, "nothing is an hour old");
-    let declined = dlq::purge(&connection, &app.topology, &pool, None, |_| false)
-        .await
-        .unwrap();
+    let declined = dlq::purge(&connection, &app.topology, &pool, Worker::Cli, None, |_| {
+        false
+    })
+    .await
+    .unwrap();
     assert_eq!(declined, 0, "answering no deletes nothing");
     assert_eq!(dead_letters(&app, &connection).await.len(), 2);
-    let purged = dlq::purge(&connection, &app.topology, &pool, None, |letters| {
-        letters.len() == 2
-    })
+    let purged = dlq::purge(
+        &connection,
+        &app.topology,
+        &pool,
+        Worker::Cli,
+        None,
+        |letters| letters.len() == 2,
+    )
     .await
     .unwrap();
     assert_eq!(purged, 2);

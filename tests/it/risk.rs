@@ -288,7 +288,7 @@ async fn the_days_realized_loss_beyond_its_limit_turns_the_kill_switch_on(pool: 
     assert_eq!(status, 503, "{envelope}");
 
     // An operator turning it off takes the reason away with it.
-    hoox::commands::kill_switch::set(&pool, false)
+    hoox::commands::kill_switch::set(&pool, hoox_common::logs::Worker::Cli, false)
         .await
         .unwrap();
     let status = hoox::commands::kill_switch::status(&pool).await.unwrap();

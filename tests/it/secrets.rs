@@ -85,6 +85,7 @@ struct Secrets {
     mexc: KeyPair,
     database_password: String,
     broker_password: String,
+    dashboard_password: String,
 }
 
 impl Secrets {
@@ -99,6 +100,7 @@ impl Secrets {
             mexc: KeyPair::fake("mexc"),
             database_password: fake("dbPASS"),
             broker_password: fake("amqpPASS"),
+            dashboard_password: fake("dashboardPASS"),
         }
     }
 
@@ -127,6 +129,10 @@ impl Secrets {
                 &self.database_password,
             ),
             ("the broker password (in AMQP_URL)", &self.broker_password),
+            (
+                "the dashboard password (HOOX_DASHBOARD_PASSWORD)",
+                &self.dashboard_password,
+            ),
         ]
     }
 }
@@ -330,6 +336,7 @@ impl Deployment {
             .env("AMQP_URL", &self.amqp_url)
             .env("HOOX_WEBHOOK_API_KEY", &s.webhook_key)
             .env("HOOX_INTERNAL_KEY", &s.internal_key)
+            .env("HOOX_DASHBOARD_PASSWORD", &s.dashboard_password)
             .env("BYBIT_API_KEY", &s.bybit.key)
             .env("BYBIT_API_SECRET", &s.bybit.secret)
             .env("BYBIT_BASE_URL", self.bybit.url())
@@ -455,6 +462,7 @@ impl Running {
             .env("HOOX_LOG_FORMAT", format)
             .env("HOOX_INGEST_ADDR", &ingest)
             .env("HOOX_CONSUMER_ADDR", &consumer)
+            .env("HOOX_DASHBOARD_ADDR", free_addr())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

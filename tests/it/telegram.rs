@@ -211,6 +211,7 @@ async fn hoox_run_with_telegram_notifies_fills_and_answers_the_chat(pool: PgPool
         .arg("run")
         .env("HOOX_INGEST_ADDR", &ingest_addr)
         .env("HOOX_CONSUMER_ADDR", support::free_addr())
+        .env("HOOX_DASHBOARD_ADDR", support::free_addr())
         .spawn()
         .expect("hoox run starts");
     app.ready().await;

@@ -6,6 +6,7 @@
 //! database and queues of their own, all removed at the end, on error and on Ctrl-C.
 
 mod ceilings;
+mod dashboard;
 mod exchange;
 mod load;
 mod processes;
@@ -47,6 +48,11 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+
+    /// Instead of the pipeline, time each dashboard page (p50, p99) on a database of its
+    /// own seeded with 100,000 fills and 1,000,000 log rows.
+    #[arg(long, conflicts_with = "json")]
+    pub dashboard: bool,
 
     /// How long the mock exchange takes to answer each request, in ms.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -152,6 +158,9 @@ fn progress(what: &str) {
 
 /// Runs the bench and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.dashboard {
+        return dashboard::run(&args).await;
+    }
     let binaries = Binaries::beside_this_executable()?;
     let token = CancellationToken::new();
     hoox_common::shutdown::cancel_on_signal(token.clone());

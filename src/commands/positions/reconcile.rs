@@ -83,6 +83,17 @@ pub struct Venue {
     pub testnet: bool,
 }
 
+/// The providers `keys` sets up, and paper's.
+pub fn providers(keys: &ExchangeArgs, pool: &PgPool) -> Vec<Arc<dyn Exchange>> {
+    let mut providers = keys.providers();
+    // The paper exchange answers from no book: its config is never read.
+    providers.push(Arc::new(Paper::new(
+        pool.clone(),
+        RuntimeConfig::fixed(Default::default()),
+    )));
+    providers
+}
+
 /// The environments of `providers` that have keys (paper needs none); with `only`,
 /// those of that exchange, which is an error when it has no keys at all.
 pub fn venues(
@@ -1027,13 +1038,8 @@ async fn read(args: &ReconcileArgs) -> anyhow::Result<Vec<ExchangeReport>> {
     let pool = hoox_common::db::connect_existing(&args.database.database_url, 2)
         .await
         .context("cannot open the database")?;
-    let mut providers = args.keys.providers();
-    // The paper exchange answers from no book: its config is never read.
-    providers.push(Arc::new(Paper::new(
-        pool.clone(),
-        RuntimeConfig::fixed(Default::default()),
-    )));
-    let venues = venues(&providers, args.exchange).map_err(anyhow::Error::msg)?;
+    let venues =
+        venues(&providers(&args.keys, &pool), args.exchange).map_err(anyhow::Error::msg)?;
     let reports = reconcile(&pool, &venues, args.exchange, args.adopt)
         .await
         .context("cannot read or write the positions ledger")?;

@@ -2,7 +2,9 @@
 //! queue, waiting helpers with deadlines, a broker proxy that can fail on demand, and a
 //! RabbitMQ cluster of three nodes that can lose one.
 
+pub mod browser;
 pub mod cluster;
+pub mod dashboard;
 pub mod exchanges;
 pub mod ledger;
 pub mod overlaps;
@@ -681,6 +683,7 @@ pub fn spawn_hoox_at(app: &TestApp) -> (tokio::process::Child, String) {
         .arg("run")
         .env("HOOX_INGEST_ADDR", &ingest_addr)
         .env("HOOX_CONSUMER_ADDR", free_addr())
+        .env("HOOX_DASHBOARD_ADDR", free_addr())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
