@@ -28,6 +28,8 @@ COPY ingest/src ingest/src
 COPY consumer/src consumer/src
 COPY src src
 COPY migrations migrations
+# Where askama finds the dashboard's templates (under src/), compiled into `hoox`.
+COPY askama.toml askama.toml
 # COPY keeps the files' own times, which can be older than the stubs' build: touching
 # each crate's roots makes cargo rebuild our crates instead of keeping the stubs.
 RUN touch src/lib.rs src/main.rs common/src/lib.rs ingest/src/lib.rs ingest/src/main.rs \
