@@ -149,10 +149,22 @@ async fn timed<T>(
 /// How many partitions of `queue` each live consumer holds, one entry per consumer
 /// (a consumer that holds none yet counts as 0), largest first.
 pub async fn shares(connection: &mut PgConnection, queue: &str) -> Result<Vec<usize>, LeaseError> {
-    let holders = timed(holders(connection, queue_key(queue))).await?;
-    let mut shares: Vec<usize> = holders.into_values().map(|held| held.len()).collect();
+    let mut shares: Vec<usize> = holdings(connection, queue)
+        .await?
+        .iter()
+        .map(BTreeSet::len)
+        .collect();
     shares.sort_unstable_by(|a, b| b.cmp(a));
     Ok(shares)
+}
+
+/// The partitions of `queue` each live consumer holds, one entry per consumer.
+pub async fn holdings(
+    connection: &mut PgConnection,
+    queue: &str,
+) -> Result<Vec<BTreeSet<u16>>, LeaseError> {
+    let holders = timed(holders(connection, queue_key(queue))).await?;
+    Ok(holders.into_values().collect())
 }
 
 /// The partitions each live consumer of the queue with `queue_key` holds, by backend pid.

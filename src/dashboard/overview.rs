@@ -58,6 +58,7 @@ struct Live {
     warnings: Vec<String>,
     dead_letters: String,
     kill_switch: bool,
+    kill_reason: Option<String>,
     fills_today: i64,
     volume_today: Decimal,
     pnl_today: Decimal,
@@ -105,7 +106,7 @@ pub(super) fn when(at: DateTime<Utc>) -> String {
 async fn live(dashboard: &Dashboard) -> anyhow::Result<Live> {
     let pool = dashboard.pool();
     let report: std::sync::Arc<Report> = dashboard.health().await;
-    let kill_switch = kill_switch::state(pool).await?;
+    let kill_switch = kill_switch::status(pool).await?;
     let day = Utc::now().date_naive();
     let rows = report::load(pool, Some(day), Some(day)).await?;
     let dead: Vec<(DateTime<Utc>, Option<Uuid>, Value)> = sqlx::query_as(
@@ -133,7 +134,8 @@ async fn live(dashboard: &Dashboard) -> anyhow::Result<Live> {
         problems: report.problems.iter().map(|f| f.message.clone()).collect(),
         warnings: report.warnings.iter().map(|f| f.message.clone()).collect(),
         dead_letters: count(report.dead_letters.count),
-        kill_switch,
+        kill_switch: kill_switch.on,
+        kill_reason: kill_switch.reason.filter(|_| kill_switch.on),
         fills_today: rows.iter().map(|r| r.fills).sum(),
         volume_today: rows.iter().map(|r| r.volume).sum::<Decimal>().normalize(),
         pnl_today: rows

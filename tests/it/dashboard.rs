@@ -5,6 +5,7 @@
 //! worker `dashboard`.
 
 use chrono::Utc;
+use hoox_common::logs::Worker;
 use hoox_common::runtime_config::{hash_secret, KILL_SWITCH, WEBHOOK_API_KEY};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -298,6 +299,23 @@ async fn a_post_without_its_csrf_token_is_refused_and_changes_nothing(pool: PgPo
     assert_eq!(status, 503);
     let (_, overview) = dashboard.page("/", Some(&session)).await;
     assert!(overview.contains(r#"data-on="true""#), "{overview}");
+    // An operator's change gives no reason; hoox's own (the daily loss) shows its own.
+    assert!(
+        !overview.contains(r#"id="kill-switch-reason""#),
+        "{overview}"
+    );
+    hoox::commands::kill_switch::set(&pool, Worker::Cli, false)
+        .await
+        .unwrap();
+    let tripped = hoox_common::kill_switch::trip(&pool, Worker::Consumer, "a daily loss", vec![])
+        .await
+        .unwrap();
+    assert!(tripped.is_some());
+    let (_, overview) = dashboard.page("/", Some(&session)).await;
+    assert!(
+        overview.contains(r#"<p id="kill-switch-reason">Turned on by hoox: a daily loss</p>"#),
+        "{overview}"
+    );
     dashboard.stop().await;
     app.stop().await;
 }

@@ -676,6 +676,9 @@ impl Bench {
                 .context("no orders")?;
             let last = placed.iter().map(|t| t.placed).max().context("no orders")?;
             let orders = rate(signals as u64, last - first);
+            let busiest = self
+                .busiest_share(topology.queue(), &topology, &symbols)
+                .await?;
             self.stop_consumers().await?;
             delete_topology(channel, &topology).await?;
             let bound = per_consumer * count as f64;
@@ -692,6 +695,20 @@ impl Bench {
                     bound,
                 ),
             );
+            if count > 1 {
+                // Symbols hash onto partitions, and consumers share partitions evenly,
+                // not symbols: the consumer with the most of them sets the pace.
+                figures.push(
+                    Figure::new(
+                        &format!("consumer.spread_{count}"),
+                        "consumer",
+                        format!("{count} consumers: most the symbols' spread allows"),
+                        1.0 / busiest,
+                        Unit::Times,
+                    )
+                    .against("linear", count as f64),
+                );
+            }
             rates.push(orders);
         }
         let one = rates[0];
@@ -730,6 +747,30 @@ impl Bench {
             ceilings::publish(channel, &queue, messages.into_iter(), PIPELINE, None).await?;
         }
         Ok(())
+    }
+
+    /// The largest share of the signals (spread evenly over `symbols`) that one
+    /// consumer of `queue` executes, from the partitions it holds.
+    async fn busiest_share(
+        &self,
+        queue: &str,
+        topology: &Topology,
+        symbols: &[String],
+    ) -> anyhow::Result<f64> {
+        let pool = self.pool.as_ref().context("no bench database")?;
+        let mut connection = pool.acquire().await?;
+        let holdings = hoox_consumer::leases::holdings(&mut connection, queue).await?;
+        let busiest = holdings
+            .iter()
+            .map(|held| {
+                symbols
+                    .iter()
+                    .filter(|s| held.contains(&topology.partition_of(s)))
+                    .count()
+            })
+            .max()
+            .unwrap_or(symbols.len());
+        Ok(busiest as f64 / symbols.len() as f64)
     }
 
     /// Waits until `count` consumers of `queue` hold all `partitions` between them,
