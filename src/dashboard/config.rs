@@ -141,6 +141,16 @@ pub(super) struct Change {
     delete: bool,
 }
 
+/// The change as it would be stored, checked as `hoox config` checks it: the key
+/// normalised and the value validated (`None`: delete the key).
+fn checked(change: &Change, value: &str) -> Result<(String, Option<String>), String> {
+    if change.delete {
+        normalise_key(&change.key).map(|key| (key, None))
+    } else {
+        validate(&change.key, value).map(|s| (s.key, Some(s.value)))
+    }
+}
+
 /// `POST /config/confirm`: checks the value; the confirmation, or the form again with
 /// what is wrong. Changes nothing.
 pub(super) async fn confirm(
@@ -149,12 +159,7 @@ pub(super) async fn confirm(
     Form(change): Form<Change>,
 ) -> PageResult {
     let value = change.value.clone().unwrap_or_default();
-    let checked = if change.delete {
-        normalise_key(&change.key).map(|key| (key, None))
-    } else {
-        validate(&change.key, &value).map(|s| (s.key, Some(s.value)))
-    };
-    let (key, stored) = match checked {
+    let (key, stored) = match checked(&change, &value) {
         Ok(checked) => checked,
         Err(error) => {
             let page = edit_page(&dashboard, &session, &change.key, &value, Some(error)).await?;
@@ -207,12 +212,7 @@ pub(super) async fn set(
     Form(change): Form<Change>,
 ) -> PageResult {
     let value = change.value.clone().unwrap_or_default();
-    let checked = if change.delete {
-        normalise_key(&change.key).map(|key| (key, None))
-    } else {
-        validate(&change.key, &value).map(|s| (s.key, Some(s.value)))
-    };
-    let (key, stored) = match checked {
+    let (key, stored) = match checked(&change, &value) {
         Ok(checked) => checked,
         Err(error) => {
             let page = edit_page(&dashboard, &session, &change.key, &value, Some(error)).await?;

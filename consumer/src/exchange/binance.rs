@@ -256,26 +256,29 @@ impl Binance {
         Ok(reply.json.unwrap_or(Value::Null))
     }
 
-    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
-        let venue = self.venues.get(order.testnet);
-        // USD-M's exchangeInfo lists every symbol; spot's can be asked for one.
-        let url = match self.market {
-            Market::Usdm => venue.url(&self.path("exchangeInfo"))?,
-            Market::Spot => venue.url(&format!(
-                "{}?symbol={}",
-                self.path("exchangeInfo"),
-                order.symbol
-            ))?,
-        };
+    /// The answer to a public market-data `endpoint` of this market (with its query),
+    /// or the exchange's error.
+    async fn market_data(&self, endpoint: &str, testnet: bool) -> Result<Value, ExchangeError> {
+        let url = self.venues.get(testnet).url(&self.path(endpoint))?;
         let reply = self
             .http
             .send(ExchangeName::Binance, self.http.get(&url), Write::No)
             .await?;
-        if let Some(err) = error_of(ExchangeName::Binance, &reply, Write::No) {
+        match error_of(ExchangeName::Binance, &reply, Write::No) {
             // Spot answers an unknown symbol with -1121 "Invalid symbol."
-            return Err(err);
+            Some(err) => Err(err),
+            None => Ok(reply.json.unwrap_or(Value::Null)),
         }
-        let symbols = reply.json.as_ref().and_then(|b| b["symbols"].as_array());
+    }
+
+    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
+        // USD-M's exchangeInfo lists every symbol; spot's can be asked for one.
+        let endpoint = match self.market {
+            Market::Usdm => "exchangeInfo".to_owned(),
+            Market::Spot => format!("exchangeInfo?symbol={}", order.symbol),
+        };
+        let info = self.market_data(&endpoint, order.testnet).await?;
+        let symbols = info["symbols"].as_array();
         let item = symbols
             .and_then(|list| {
                 list.iter()
@@ -516,22 +519,10 @@ impl Exchange for Binance {
     /// `GET /fapi/v1/ticker/price` (USD-M) or `/api/v3/ticker/price` (spot), `price`
     /// (<https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Symbol-Price-Ticker>).
     async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
-        let url = self
-            .venues
-            .get(testnet)
-            .url(&format!("{}?symbol={symbol}", self.path("ticker/price")))?;
-        let reply = self
-            .http
-            .send(ExchangeName::Binance, self.http.get(&url), Write::No)
+        let ticker = self
+            .market_data(&format!("ticker/price?symbol={symbol}"), testnet)
             .await?;
-        if let Some(err) = error_of(ExchangeName::Binance, &reply, Write::No) {
-            return Err(err);
-        }
-        price_at(
-            ExchangeName::Binance,
-            reply.json.as_ref().unwrap_or(&Value::Null),
-            "/price",
-        )
+        price_at(ExchangeName::Binance, &ticker, "/price")
     }
 
     async fn order_by_client_id(

@@ -139,20 +139,31 @@ impl Bybit {
             .await
     }
 
-    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
-        let venue = self.venues.get(order.testnet);
-        let url = venue.url(&format!(
-            "/v5/market/instruments-info?{}",
+    /// The `result` of a public market-data `path` about `symbol`, in this category.
+    async fn market_data(
+        &self,
+        path: &str,
+        symbol: &Symbol,
+        testnet: bool,
+    ) -> Result<Value, ExchangeError> {
+        let url = self.venues.get(testnet).url(&format!(
+            "{path}?{}",
             query_string(&[
                 ("category", self.category.as_str().to_owned()),
-                ("symbol", order.symbol.to_string()),
+                ("symbol", symbol.to_string()),
             ])
         ))?;
         let reply = self
             .http
             .send(ExchangeName::Bybit, self.http.get(&url), Write::No)
             .await?;
-        let result = result(reply, Write::No)?;
+        result(reply, Write::No)
+    }
+
+    async fn instrument(&self, order: &OrderRequest) -> Result<SymbolRules, ExchangeError> {
+        let result = self
+            .market_data("/v5/market/instruments-info", &order.symbol, order.testnet)
+            .await?;
         let item = result
             .pointer("/list/0")
             .ok_or_else(|| unknown_symbol(self.category, order))?;
@@ -588,18 +599,9 @@ impl Exchange for Bybit {
     /// `GET /v5/market/tickers`, the symbol's `lastPrice`
     /// (<https://bybit-exchange.github.io/docs/v5/market/tickers>).
     async fn last_price(&self, symbol: &Symbol, testnet: bool) -> Result<Decimal, ExchangeError> {
-        let url = self.venues.get(testnet).url(&format!(
-            "/v5/market/tickers?{}",
-            query_string(&[
-                ("category", self.category.as_str().to_owned()),
-                ("symbol", symbol.to_string()),
-            ])
-        ))?;
-        let reply = self
-            .http
-            .send(ExchangeName::Bybit, self.http.get(&url), Write::No)
+        let result = self
+            .market_data("/v5/market/tickers", symbol, testnet)
             .await?;
-        let result = result(reply, Write::No)?;
         price_at(ExchangeName::Bybit, &result, "/list/0/lastPrice")
     }
 
