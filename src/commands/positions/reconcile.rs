@@ -753,31 +753,20 @@ async fn adopt_lines(
             quantity: row.quantity.normalize(),
             avg_entry_price: row.avg_entry_price.map(|p| p.normalize()),
         });
-        let written = if previous.is_some() {
-            sqlx::query(
-                r#"
-                UPDATE positions SET quantity = $5, avg_entry_price = $6, updated_at = now()
-                WHERE exchange = $1 AND market = $2 AND testnet = $3 AND symbol = $4
-                "#,
-            )
-            .bind(place.exchange.as_str())
-            .bind(place.market)
-            .bind(place.testnet)
-            .bind(&write.symbol)
-            .bind(write.figures.quantity)
-            .bind(write.figures.avg_entry_price)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+        let statement = if previous.is_some() {
+            r#"
+            UPDATE positions SET quantity = $5, avg_entry_price = $6, updated_at = now()
+            WHERE exchange = $1 AND market = $2 AND testnet = $3 AND symbol = $4
+            "#
         } else {
             // A fill may create the row meanwhile: it is then left to the fill.
-            sqlx::query(
-                r#"
-                INSERT INTO positions (exchange, market, testnet, symbol, quantity, avg_entry_price)
-                VALUES ($1, $2, $3, $4, $5, $6)
-                ON CONFLICT DO NOTHING
-                "#,
-            )
+            r#"
+            INSERT INTO positions (exchange, market, testnet, symbol, quantity, avg_entry_price)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT DO NOTHING
+            "#
+        };
+        let written = sqlx::query(statement)
             .bind(place.exchange.as_str())
             .bind(place.market)
             .bind(place.testnet)
@@ -786,8 +775,7 @@ async fn adopt_lines(
             .bind(write.figures.avg_entry_price)
             .execute(&mut *tx)
             .await?
-            .rows_affected()
-        };
+            .rows_affected();
         if written == 0 {
             outcomes.push((write.line, Adoption::ChangedMeanwhile));
             continue;
