@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::event::Event;
 use crate::logs::{insert_logs, LogEntry, Worker};
-use crate::runtime_config::{is_on, KILL_SWITCH};
+use crate::runtime_config::{is_on, put, KILL_SWITCH};
 
 /// `trade:kill_switch_reason`: why hoox turned the kill switch on by itself; written by
 /// hoox alone, and removed by an operator's change of the switch.
@@ -37,26 +37,7 @@ pub async fn store(
         .bind(if on { "true" } else { "false" })
         .execute(&mut *conn)
         .await?;
-    match reason {
-        Some(reason) => {
-            sqlx::query(
-                r#"
-                INSERT INTO config (key, value) VALUES ($1, $2)
-                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-                "#,
-            )
-            .bind(REASON)
-            .bind(reason)
-            .execute(&mut *conn)
-            .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM config WHERE key = $1")
-                .bind(REASON)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    put(conn, REASON, reason).await?;
     Ok(is_on(&before))
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,28 @@ pub fn check_api_key(key: &str) -> Result<(), WeakApiKey> {
         return Err(WeakApiKey);
     }
     Ok(())
+}
+
+/// Writes `value` under `key` in the `config` table, or removes `key` when `None`.
+pub async fn put(
+    conn: &mut PgConnection,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    match value {
+        Some(value) => sqlx::query(
+            r#"
+            INSERT INTO config (key, value) VALUES ($1, $2)
+            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+            "#,
+        )
+        .bind(key)
+        .bind(value),
+        None => sqlx::query("DELETE FROM config WHERE key = $1").bind(key),
+    }
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// The keys an operator may set, as shown in help and errors.

@@ -8,7 +8,7 @@ use hoox_common::event::Event;
 use hoox_common::kill_switch;
 use hoox_common::logs::{insert_logs, LogEntry, Worker};
 use hoox_common::runtime_config::{
-    is_on, normalise_key, validate, KILL_SWITCH, KNOWN_KEYS, WEBHOOK_API_KEY,
+    self, is_on, normalise_key, validate, KILL_SWITCH, KNOWN_KEYS, WEBHOOK_API_KEY,
 };
 use sqlx::PgPool;
 
@@ -109,26 +109,11 @@ pub async fn write(
         Some(value) if key == KILL_SWITCH => {
             kill_switch::store(&mut tx, is_on(value), None).await?;
         }
-        Some(value) => {
-            sqlx::query(
-                r#"
-                INSERT INTO config (key, value) VALUES ($1, $2)
-                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-                "#,
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        None if key == KILL_SWITCH => {
+            runtime_config::put(&mut tx, kill_switch::REASON, None).await?;
+            runtime_config::put(&mut tx, key, None).await?;
         }
-        None => {
-            sqlx::query("DELETE FROM config WHERE key = $1 OR ($1 = $2 AND key = $3)")
-                .bind(key)
-                .bind(KILL_SWITCH)
-                .bind(kill_switch::REASON)
-                .execute(&mut *tx)
-                .await?;
-        }
+        value => runtime_config::put(&mut tx, key, value).await?,
     }
     let event = if key == KILL_SWITCH {
         Event::KillSwitchChanged {
