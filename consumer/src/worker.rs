@@ -339,19 +339,14 @@ impl Worker {
             },
         )];
 
-        let age = Utc::now().signed_duration_since(message.age_origin());
-        let max_age = self.settings.signal_max_age;
-        if age.to_std().is_ok_and(|age| age > max_age) {
-            let error = format!(
-                "signal is {}s old, older than the {}s limit; not executed",
-                age.num_seconds(),
-                max_age.as_secs()
-            );
-            return self.dead_letter(message, DeadReason::Expired, error, None, logs);
-        }
-        if self.config.kill_switch() {
-            let error = "kill switch is on; not executed".to_owned();
-            return self.dead_letter(message, DeadReason::KillSwitch, error, None, logs);
+        // An attempt that may have placed the order before looks it up first (below):
+        // whatever changed since (its age, the kill switch, a limit) must not disown an
+        // order the exchange already took.
+        let tried_before = attempt > 1 || resumed;
+        if !tried_before {
+            if let Some((reason, error)) = self.halted(message) {
+                return self.dead_letter(message, reason, error, None, logs);
+            }
         }
 
         let (exchange, source) = match self.router.route(signal) {
@@ -373,9 +368,6 @@ impl Worker {
         ));
 
         let order = OrderRequest::from_message(message);
-        let tried_before = attempt > 1 || resumed;
-        // An attempt that may have placed the order before looks it up first: a limit
-        // set since then must not disown an order the exchange already took.
         let found = if tried_before {
             match provider.order_by_client_id(&order).await {
                 Ok(found) => found,
@@ -394,6 +386,11 @@ impl Worker {
         let placed = match found {
             Some(ack) => Ok((ack, true)),
             None => {
+                if tried_before {
+                    if let Some((reason, error)) = self.halted(message) {
+                        return self.dead_letter(message, reason, error, None, logs);
+                    }
+                }
                 match self.check_limits(signal, provider.as_ref(), &order).await {
                     Ok(()) => {}
                     Err(refused @ Blocked::Refused(_)) => {
@@ -489,6 +486,27 @@ impl Worker {
             }
             Err(err) => self.failed(message, Some(exchange), err, logs),
         }
+    }
+
+    /// Why `message` may not be executed at all now: it is too old, or the kill switch
+    /// is on.
+    fn halted(&self, message: &QueueMessage) -> Option<(DeadReason, String)> {
+        let age = Utc::now().signed_duration_since(message.age_origin());
+        let max_age = self.settings.signal_max_age;
+        if age.to_std().is_ok_and(|age| age > max_age) {
+            let error = format!(
+                "signal is {}s old, older than the {}s limit; not executed",
+                age.num_seconds(),
+                max_age.as_secs()
+            );
+            return Some((DeadReason::Expired, error));
+        }
+        self.config.kill_switch().then(|| {
+            (
+                DeadReason::KillSwitch,
+                "kill switch is on; not executed".to_owned(),
+            )
+        })
     }
 
     /// The risk limits `order` must pass before it is sent, checked again here because

@@ -297,8 +297,9 @@ async fn the_days_realized_loss_beyond_its_limit_turns_the_kill_switch_on(pool: 
     app.stop().await;
 }
 
-#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
-async fn a_limit_set_while_an_order_hangs_does_not_disown_it_on_the_retry(pool: PgPool) {
+/// Sets `key` to `value` while the exchange holds an order unanswered, and checks that
+/// the retry finds the order it placed instead of refusing the signal.
+async fn change_while_an_order_hangs(pool: PgPool, key: &str, value: &str) {
     let mock = MockExchange::start(Kind::Bybit).await;
     // Taken but never answered, and the lookup right after is down: the attempt ends
     // not knowing, and the signal is retried.
@@ -322,10 +323,8 @@ async fn a_limit_set_while_an_order_hangs_does_not_disown_it_on_the_retry(pool: 
         (mock.orders().len() == 1).then_some(())
     })
     .await;
-    // While the exchange holds the answer, the order goes over a new limit.
-    app.set_config(MAX_QUANTITY, "0.001").await;
+    app.set_config(key, value).await;
 
-    // The retry finds the order it placed instead of refusing it.
     assert_eq!(app.wait_for_fill(&id).await, 1);
     assert_eq!(mock.orders().len(), 1, "traded twice");
     let kinds: Vec<String> =
@@ -337,4 +336,14 @@ async fn a_limit_set_while_an_order_hangs_does_not_disown_it_on_the_retry(pool: 
     assert!(kinds.iter().any(|k| k == "order_found"), "{kinds:?}");
     assert!(!kinds.iter().any(|k| k == "dead_lettered"), "{kinds:?}");
     app.stop().await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn a_limit_set_while_an_order_hangs_does_not_disown_it_on_the_retry(pool: PgPool) {
+    change_while_an_order_hangs(pool, MAX_QUANTITY, "0.001").await;
+}
+
+#[sqlx::test(migrator = "hoox_common::db::MIGRATOR")]
+async fn the_kill_switch_turned_on_while_an_order_hangs_does_not_disown_it(pool: PgPool) {
+    change_while_an_order_hangs(pool, hoox_common::runtime_config::KILL_SWITCH, "true").await;
 }
